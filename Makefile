@@ -1,0 +1,43 @@
+# Mammography research workbench. The two commands that matter:
+#   make reports   set up, then regenerate every report on the embedded synthetic data
+#   make test      set up, then lint and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PARAMS ?= params/default.yaml
+PYTEST_ARGS ?=
+DEMO_PORT ?= 8866
+
+.PHONY: setup reports test lint bench demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,sample]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+reports: setup
+	$(BIN)/mammo report --params $(PARAMS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+demo: setup
+	$(BIN)/voila notebooks/06_interactive_demo.ipynb --no-browser --port=$(DEMO_PORT) \
+		--Voila.ip=127.0.0.1 \
+		--Voila.tornado_settings="{'websocket_max_message_size': 209715200}"
+
+clean:
+	rm -rf $(VENV) data/raw data/interim data/processed data/runs data/bench models/* reports/* \
+		.pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

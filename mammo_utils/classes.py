@@ -1,0 +1,104 @@
+"""The one canonical class tuple and the label schemes derived from it.
+
+Every other module takes its class names and their order from here, so a label
+can never be mapped to the wrong output unit. A trained model records the order
+it was trained with in its model card; inference reads it from there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+#: Canonical classes, ordered by severity (least to most severe).
+CLASSES: tuple[str, ...] = ("NORMAL", "BENIGN_WITHOUT_CALLBACK", "BENIGN", "MALIGNANT")
+
+#: Each scheme maps a canonical class to the scheme's class; the scheme's class
+#: order is the order of first appearance when walking CLASSES.
+_SCHEME_MAPS: dict[str, dict[str, str]] = {
+    "four_class": {name: name for name in CLASSES},
+    "three_class": {
+        "NORMAL": "NORMAL",
+        "BENIGN_WITHOUT_CALLBACK": "BENIGN",
+        "BENIGN": "BENIGN",
+        "MALIGNANT": "MALIGNANT",
+    },
+    "malignant_vs_rest": {
+        "NORMAL": "NOT_MALIGNANT",
+        "BENIGN_WITHOUT_CALLBACK": "NOT_MALIGNANT",
+        "BENIGN": "NOT_MALIGNANT",
+        "MALIGNANT": "MALIGNANT",
+    },
+}
+
+LABEL_SCHEMES: tuple[str, ...] = tuple(_SCHEME_MAPS)
+
+#: Spellings seen in data sets and user folders, keyed by their normalized form.
+_ALIASES: dict[str, str] = {
+    "NORMAL": "NORMAL",
+    "NORM": "NORMAL",
+    "BENIGNWITHOUTCALLBACK": "BENIGN_WITHOUT_CALLBACK",
+    "BENIGNNOCALLBACK": "BENIGN_WITHOUT_CALLBACK",
+    "BWC": "BENIGN_WITHOUT_CALLBACK",
+    "BENIGN": "BENIGN",
+    "B": "BENIGN",
+    "MALIGNANT": "MALIGNANT",
+    "MALIGN": "MALIGNANT",
+    "M": "MALIGNANT",
+    "CANCER": "MALIGNANT",
+}
+
+
+class UnknownLabelError(ValueError):
+    """A label text that matches none of the canonical classes."""
+
+
+def _check_scheme(scheme: str) -> dict[str, str]:
+    try:
+        return _SCHEME_MAPS[scheme]
+    except KeyError:
+        raise ValueError(
+            f"unknown label scheme {scheme!r}; choose one of {', '.join(LABEL_SCHEMES)}"
+        ) from None
+
+
+def scheme_classes(scheme: str = "four_class") -> tuple[str, ...]:
+    """Class names of a label scheme, in the output order a model trained on it uses."""
+    mapping = _check_scheme(scheme)
+    return tuple(dict.fromkeys(mapping[name] for name in CLASSES))
+
+
+def map_label(label: str, scheme: str = "four_class") -> str:
+    """Map a canonical class name to its class under ``scheme``."""
+    mapping = _check_scheme(scheme)
+    if label not in mapping:
+        raise UnknownLabelError(f"{label!r} is not one of the canonical classes {CLASSES}")
+    return mapping[label]
+
+
+def label_index(label: str, scheme: str = "four_class") -> int:
+    """Output index of a canonical class name under ``scheme``."""
+    return scheme_classes(scheme).index(map_label(label, scheme))
+
+
+def normalize_label(text: str) -> str:
+    """Match free text (a folder name, a CSV cell) to a canonical class.
+
+    Case, spaces, hyphens and underscores are ignored, so ``Benign_Without_Callback``
+    and ``benign-no-callback`` both give ``BENIGN_WITHOUT_CALLBACK``.
+    """
+    key = re.sub(r"[\s_\-]+", "", str(text)).upper()
+    try:
+        return _ALIASES[key]
+    except KeyError:
+        raise UnknownLabelError(
+            f"{text!r} does not name a class; expected one of {', '.join(CLASSES)}"
+        ) from None
+
+
+def most_severe(labels: Iterable[str]) -> str:
+    """The most severe of canonical class names (``MALIGNANT`` > ``BENIGN`` > ...)."""
+    ranked = [CLASSES.index(label) for label in labels]
+    if not ranked:
+        raise ValueError("most_severe() needs at least one label")
+    return CLASSES[max(ranked)]

@@ -1,0 +1,37 @@
+"""Library versions recorded in every report and model card."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+#: Distributions whose versions decide a result.
+TRACKED_DISTRIBUTIONS: tuple[str, ...] = (
+    "mammo-utils",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "pydicom",
+    "pylibjpeg",
+    "pylibjpeg-openjpeg",
+    "pylibjpeg-libjpeg",
+    "pylibjpeg-rle",
+    "opencv-python-headless",
+    "matplotlib",
+    "papermill",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Python, platform and the installed version of each tracked distribution."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in TRACKED_DISTRIBUTIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

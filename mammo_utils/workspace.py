@@ -1,0 +1,65 @@
+"""Where each stage reads and writes: one object, so notebooks, the CLI and the
+report runner agree on every path.
+
+Layout under the project folder (all generated, all git-ignored)::
+
+    data/raw/synthetic/                         the embedded synthetic CBIS-DDSM default
+    data/interim/<dataset>/                     index.csv, lesions.csv, rejects.csv
+    data/processed/<dataset>/<task>-<size>/     PNGs, manifest.csv, preprocess_config.json
+    models/<run>/<model>/                       model.keras, model_card.json, history.csv
+    reports/<run>/                              executed notebooks, HTML, figures/, metrics/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one run. ``dataset`` names the ingested source (``synthetic``,
+    ``cbis-ddsm``, ``mias``, ``folder`` or a combination such as ``cbis-ddsm+mias``)."""
+
+    project_dir: Path = Path(".")
+    run_name: str = "default"
+    dataset: str = "synthetic"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "project_dir", Path(self.project_dir).resolve())
+
+    @property
+    def synthetic_dir(self) -> Path:
+        """Root of the generated synthetic data set (CBIS-DDSM layout)."""
+        return self.project_dir / "data" / "raw" / "synthetic"
+
+    @property
+    def interim_dir(self) -> Path:
+        """Ingest output: index.csv, lesions.csv, rejects.csv."""
+        return self.project_dir / "data" / "interim" / self.dataset
+
+    def processed_dir(self, task: str, size: int) -> Path:
+        """Preprocess output for one task and patch or image size."""
+        return self.project_dir / "data" / "processed" / self.dataset / f"{task}-{size}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder holding one sub-folder per trained model of this run."""
+        return self.project_dir / "models" / self.run_name
+
+    def model_dir(self, model_name: str) -> Path:
+        """Folder of one trained model: model.keras, model_card.json, history.csv."""
+        return self.models_dir / model_name
+
+    @property
+    def reports_dir(self) -> Path:
+        """Folder of this run's reports."""
+        return self.project_dir / "reports" / self.run_name
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.reports_dir / "figures"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.reports_dir / "metrics"

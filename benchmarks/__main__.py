@@ -15,9 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from mammo_utils.versions import library_versions
-
 import benchmarks
+from mammo_utils.versions import library_versions
 
 
 def main() -> int:

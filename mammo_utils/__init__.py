@@ -9,7 +9,8 @@ Importing this package stays light: TensorFlow loads only with the training stag
 """
 
 from mammo_utils.classes import CLASSES, LABEL_SCHEMES
+from mammo_utils.reader import ImageReadError, read_image
 
 __version__ = "0.1.0"
 
-__all__ = ["CLASSES", "LABEL_SCHEMES", "__version__"]
+__all__ = ["CLASSES", "LABEL_SCHEMES", "ImageReadError", "__version__", "read_image"]

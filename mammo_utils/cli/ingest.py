@@ -1,0 +1,83 @@
+"""``mammo ingest``: index a data set into index.csv, lesions.csv and rejects.csv."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mammo_utils.ingest import ADAPTERS, combine, ingest
+from mammo_utils.splits import split_summary
+
+NAME = "ingest"
+HELP = "index CBIS-DDSM, mini-MIAS or an image folder (with patient-level splits)"
+ORDER = 20
+
+HEADER_CACHE = "dicom_headers.csv"
+
+
+def _also(text: str) -> tuple[str, Path]:
+    dataset, sep, root = text.partition(":")
+    if not sep or dataset not in ADAPTERS or not root:
+        raise argparse.ArgumentTypeError(
+            f"expected DATASET:ROOT with DATASET in {', '.join(ADAPTERS)}, got {text!r}"
+        )
+    return dataset, Path(root)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dataset", choices=sorted(ADAPTERS), help="data set kind (the synthetic set is cbis-ddsm)"
+    )
+    parser.add_argument("--root", type=Path, required=True, help="data set folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (interim)")
+    parser.add_argument(
+        "--csv-dir", type=Path, help="CBIS-DDSM case-description CSVs (default: --root)"
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--views", type=lambda text: [v for v in text.split(",") if v], help="e.g. MLO,CC"
+    )
+    parser.add_argument(
+        "--csv-only",
+        action="store_true",
+        help="CBIS-DDSM: index the CSV rows without looking for images (image_path empty)",
+    )
+    parser.add_argument(
+        "--also",
+        type=_also,
+        action="append",
+        default=[],
+        metavar="DATASET:ROOT",
+        help="ingest another data set too and combine (splits recomputed on the union)",
+    )
+
+
+def _options(dataset: str, args: argparse.Namespace, cache_name: str) -> dict:
+    options: dict = {"views": args.views}
+    if dataset == "cbis-ddsm":
+        options["cache_path"] = args.out / cache_name
+        options["require_images"] = not args.csv_only
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    fractions = {
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "seed": args.seed,
+    }
+    first = _options(args.dataset, args, HEADER_CACHE)
+    if args.dataset == "cbis-ddsm":
+        first["csv_dir"] = args.csv_dir
+    results = [ingest(args.dataset, args.root, **first, **fractions)]
+    for number, (dataset, root) in enumerate(args.also, 1):
+        options = _options(dataset, args, f"dicom_headers_{number}.csv")
+        results.append(ingest(dataset, root, **options, **fractions))
+    result = results[0] if len(results) == 1 else combine(results, **fractions)
+    result.save(args.out)
+    print(result.summary())
+    print(split_summary(result.index).to_string())
+    print(f"wrote {args.out / 'index.csv'}, lesions.csv, rejects.csv, reconciliation.csv")
+    return 0

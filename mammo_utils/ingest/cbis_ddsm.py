@@ -1,0 +1,330 @@
+"""CBIS-DDSM (and the project's synthetic copy of it) into index, lesions and rejects.
+
+Every upstream quirk of the official case-description CSVs is handled here:
+
+* column names differ between files (``breast_density`` vs ``breast density``): all
+  names are lower-cased with spaces turned into underscores;
+* quoted path cells end with a newline: every cell is stripped;
+* CSV paths end in ``000000.dcm`` while a TCIA download holds ``1-1.dcm``: images are
+  joined on ``PatientID`` (the path's first folder), study and series UIDs read from the
+  DICOM headers, never on file names;
+* the crop and ROI-mask columns are swapped for some rows: both series are pooled and a
+  file is the mask when it has the full image's size and binary pixels, else the crop;
+* one CSV row per abnormality: the index has one row per image, labelled by its most
+  severe pathology, with ``n_abnormalities`` and the joined ``abnormality_types``;
+* a patient in both the official train and test files: handled by the splits, which put
+  every patient with an official test image wholly in test.
+
+Decisions: a row whose full image is not found is rejected (``image not found: <series
+uid>``); a lesion whose ROI mask or crop is not found is kept with an empty path and
+counted under ``warnings``. ``normal_case_description.csv`` (written by the synthetic
+generator) adds NORMAL images without lesions. The reject ``source`` is
+``<csv file>:<data row number>`` (1 = the first row after the header).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+from tqdm.auto import tqdm
+
+from mammo_utils.classes import UnknownLabelError, most_severe, normalize_label
+from mammo_utils.ingest import TYPE_SEPARATOR, IngestResult
+from mammo_utils.ingest.dicom_index import index_dicom_tree
+
+#: Official file names: (abnormality kind, official split) by regular expression.
+CSV_PATTERN = re.compile(r"^(mass|calc)_case_description_(train|test)_set\.csv$")
+NORMAL_CSV = "normal_case_description.csv"
+SYNTH_MARKER = "synth_manifest.json"
+
+#: Warning names counted in :attr:`IngestResult.warnings`.
+NO_MASK = "lesions without an ROI mask (kept, mask_path empty)"
+NO_CROP = "lesions without a cropped image (kept, crop_path empty)"
+EXTRA_FILES = "image series holding more than one file (first file used)"
+
+#: Normalized CSV columns this module reads (absent ones are treated as empty).
+CSV_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "breast_density",
+    "left_or_right_breast",
+    "image_view",
+    "abnormality_id",
+    "abnormality_type",
+    "mass_shape",
+    "mass_margins",
+    "calc_type",
+    "calc_distribution",
+    "assessment",
+    "pathology",
+    "subtlety",
+    "image_file_path",
+    "cropped_image_file_path",
+    "roi_mask_file_path",
+)
+
+_Key = tuple[str, str, str]
+
+
+def find_case_csvs(csv_dir: Path) -> list[Path]:
+    """The case-description CSVs present in ``csv_dir`` (any subset of the official four,
+    plus ``normal_case_description.csv``); raises ``FileNotFoundError`` when there are none."""
+    found = sorted(
+        path
+        for path in Path(csv_dir).iterdir()
+        if CSV_PATTERN.match(path.name) or path.name == NORMAL_CSV
+    )
+    if not found:
+        raise FileNotFoundError(
+            f"no CBIS-DDSM case-description CSV in {csv_dir} "
+            "(expected e.g. mass_case_description_train_set.csv)"
+        )
+    return found
+
+
+def normalize_column(name: str) -> str:
+    """``'breast density'`` and ``'breast_density'`` -> ``'breast_density'``."""
+    return re.sub(r"\s+", "_", name.strip().lower())
+
+
+def read_case_csv(path: Path) -> pd.DataFrame:
+    """One case-description CSV with normalized column names and stripped cells, plus
+    ``source`` (file and data row number) and ``official_split`` (``train|test|none``)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.columns = [normalize_column(column) for column in frame.columns]
+    frame = frame.apply(lambda column: column.str.strip())
+    match = CSV_PATTERN.match(path.name)
+    frame["official_split"] = match.group(2) if match else "none"
+    if path.name == NORMAL_CSV:
+        frame["pathology"] = "NORMAL"
+    frame["source"] = [f"{path.name}:{row}" for row in range(1, len(frame) + 1)]
+    return frame
+
+
+def parse_dicom_path(text: str) -> _Key:
+    """``Folder/<study uid>/<series uid>/000000.dcm`` -> ``(folder, study uid, series uid)``."""
+    parts = [part for part in str(text).strip().replace("\\", "/").split("/") if part]
+    if len(parts) < 4:
+        raise ValueError(f"expected folder/study/series/file, got {text!r}")
+    return parts[-4], parts[-3], parts[-2]
+
+
+def dataset_name(root: Path) -> str:
+    """``synthetic`` for a tree the project generated (it holds ``synth_manifest.json``)."""
+    return "synthetic" if (Path(root) / SYNTH_MARKER).is_file() else "cbis-ddsm"
+
+
+class _Files:
+    """Header index lookups: DICOM files by (PatientID, study UID, series UID)."""
+
+    def __init__(self, headers: pd.DataFrame) -> None:
+        usable = headers[headers["error"] == ""]
+        self._by_key: dict[_Key, list[dict]] = {}
+        for record in usable.to_dict("records"):
+            key = (record["patient_id"], record["study_uid"], record["series_uid"])
+            self._by_key.setdefault(key, []).append(record)
+        self._mask_cache: dict[str, bool] = {}
+
+    def get(self, key: _Key) -> list[dict]:
+        return self._by_key.get(key, [])
+
+    def is_mask(self, record: dict, full: dict) -> bool:
+        """A mask has the full image's size and only two pixel values (by content, not name)."""
+        if (record["rows"], record["columns"]) != (full["rows"], full["columns"]):
+            return False
+        path = record["path"]
+        if path not in self._mask_cache:
+            self._mask_cache[path] = _is_binary(path)
+        return self._mask_cache[path]
+
+
+def _is_binary(path: str) -> bool:
+    try:
+        pixels = pydicom.dcmread(path).pixel_array
+    except (OSError, ValueError, RuntimeError, AttributeError):
+        return False
+    low, high = pixels.min(), pixels.max()
+    return not np.any((pixels != low) & (pixels != high))
+
+
+def _roi_paths(row: pd.Series, full: dict, files: _Files, warnings: Counter) -> tuple[str, str]:
+    """(mask path, crop path) for one lesion row, told apart by content."""
+    candidates: dict[str, dict] = {}
+    for column in ("cropped_image_file_path", "roi_mask_file_path"):
+        try:
+            key = parse_dicom_path(row[column])
+        except ValueError:
+            continue
+        candidates.update((record["path"], record) for record in files.get(key))
+    masks = [r["path"] for r in candidates.values() if files.is_mask(r, full)]
+    crops = [path for path in candidates if path not in masks]
+    warnings[NO_MASK] += not masks
+    warnings[NO_CROP] += not crops
+    return (masks[0] if masks else ""), (crops[0] if crops else "")
+
+
+def _lesion_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The abnormality rows (those of ``normal_case_description.csv`` are not lesions)."""
+    return rows[rows["pathology"] != "NORMAL"]
+
+
+def _lesion(row: pd.Series, image_id: str, mask_path: str, crop_path: str) -> dict:
+    return {
+        "image_id": image_id,
+        "abnormality_id": row["abnormality_id"],
+        "type": row["abnormality_type"],
+        "pathology": normalize_label(row["pathology"]),
+        "assessment": row["assessment"],
+        "subtlety": row["subtlety"],
+        "mass_shape": row["mass_shape"],
+        "mass_margins": row["mass_margins"],
+        "calc_type": row["calc_type"],
+        "calc_distribution": row["calc_distribution"],
+        "mask_path": mask_path,
+        "crop_path": crop_path,
+    }
+
+
+def _row_problem(row: pd.Series, views: set[str] | None) -> str:
+    """Why a CSV row cannot be used, or ``''``."""
+    try:
+        parse_dicom_path(row["image_file_path"])
+    except ValueError as err:
+        return f"bad image file path: {err}"
+    try:
+        normalize_label(row["pathology"])
+    except UnknownLabelError as err:
+        return f"unknown pathology: {err}"
+    if views is not None and row["image_view"] not in views:
+        return f"view {row['image_view']!r} not selected ({','.join(sorted(views))})"
+    return ""
+
+
+def _image_record(rows: pd.DataFrame, dataset: str, image_path: str) -> dict:
+    first = rows.iloc[0]
+    lesion_rows = _lesion_rows(rows)
+    return {
+        "image_id": parse_dicom_path(first["image_file_path"])[0],
+        "patient_id": first["patient_id"],
+        "dataset": dataset,
+        "official_split": first["official_split"],
+        "laterality": first["left_or_right_breast"],
+        "view": first["image_view"],
+        "label": most_severe(normalize_label(p) for p in rows["pathology"]),
+        "abnormality_types": TYPE_SEPARATOR.join(sorted(set(lesion_rows["abnormality_type"]))),
+        "n_abnormalities": len(lesion_rows),
+        "breast_density": first["breast_density"],
+        "image_path": image_path,
+    }
+
+
+def _reconciliation(
+    dataset: str, rows: pd.DataFrame, rejected: set[str], kept_images: set[str]
+) -> list[dict]:
+    records = []
+    for csv_name, group in rows.groupby(rows["source"].str.rsplit(":", n=1).str[0], sort=True):
+        n_rejected = int(group["source"].isin(rejected).sum())
+        records.append(
+            {
+                "dataset": dataset,
+                "source": csv_name,
+                "unit": "csv rows",
+                "total": len(group),
+                "kept": len(group) - n_rejected,
+                "rejected": n_rejected,
+            }
+        )
+    referenced = set(rows["image_id"]) - {""}
+    records.append(
+        {
+            "dataset": dataset,
+            "source": "full images referenced",
+            "unit": "images",
+            "total": len(referenced),
+            "kept": len(kept_images & referenced),
+            "rejected": len(referenced - kept_images),
+        }
+    )
+    return records
+
+
+def _image_ids(paths: Iterable[str]) -> list[str]:
+    ids = []
+    for path in paths:
+        try:
+            ids.append(parse_dicom_path(path)[0])
+        except ValueError:
+            ids.append("")
+    return ids
+
+
+def ingest(
+    root: Path,
+    *,
+    csv_dir: Path | None = None,
+    cache_path: Path | None = None,
+    views: Iterable[str] | None = None,
+    require_images: bool = True,
+) -> IngestResult:
+    """Ingest a CBIS-DDSM tree (NBIA download, CSV-path layout or the synthetic set).
+
+    ``csv_dir`` holds the case-description CSVs (default ``root``); ``cache_path`` is where
+    the DICOM header index is cached. With ``require_images=False`` the CSV table alone is
+    indexed (``image_path`` empty, no image lookups), e.g. to study the official splits.
+    """
+    root = Path(root)
+    dataset = dataset_name(root)
+    views_set = {view.strip().upper() for view in views} if views else None
+    rows = pd.concat(
+        [read_case_csv(path) for path in find_case_csvs(Path(csv_dir or root))], ignore_index=True
+    )
+    rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *CSV_COLUMNS]))).fillna("")
+    rows["image_id"] = _image_ids(rows["image_file_path"])
+    headers = index_dicom_tree(root, cache_path) if require_images else None
+    files = _Files(headers) if headers is not None else None
+
+    rejects: list[dict] = []
+    usable = []
+    for _, row in rows.iterrows():
+        problem = _row_problem(row, views_set)
+        if problem:
+            rejects.append({"source": row["source"], "reason": problem})
+        else:
+            usable.append(row)
+    usable_rows = pd.DataFrame(usable, columns=rows.columns)
+
+    warnings: Counter = Counter()
+    index_records, lesion_records = [], []
+    groups = usable_rows.groupby("image_id", sort=True)
+    for image_id, group in tqdm(groups, desc=f"{dataset} images", unit="image"):
+        full = None
+        if files is not None:
+            key = parse_dicom_path(group.iloc[0]["image_file_path"])
+            matches = files.get(key)
+            if not matches:
+                rejects.extend(
+                    {"source": source, "reason": f"image not found: {key[2]}"}
+                    for source in group["source"]
+                )
+                continue
+            warnings[EXTRA_FILES] += len(matches) > 1
+            full = matches[0]
+        index_records.append(_image_record(group, dataset, full["path"] if full else ""))
+        for _, row in _lesion_rows(group).iterrows():
+            mask, crop = _roi_paths(row, full, files, warnings) if full else ("", "")
+            lesion_records.append(_lesion(row, image_id, mask, crop))
+
+    rejected_sources = {reject["source"] for reject in rejects}
+    kept_images = {record["image_id"] for record in index_records}
+    return IngestResult(
+        index=pd.DataFrame(index_records),
+        lesions=pd.DataFrame(lesion_records),
+        rejects=pd.DataFrame(rejects),
+        reconciliation=pd.DataFrame(_reconciliation(dataset, rows, rejected_sources, kept_images)),
+        warnings=dict(warnings),
+    )

@@ -1,0 +1,142 @@
+"""Header-only index of a DICOM tree, so images are found by what they are.
+
+CBIS-DDSM paths in the official CSVs (``.../000000.dcm``) never match a TCIA
+download (``1-1.dcm`` under descriptive folders), and the same file name means a
+mask in one folder and a crop in the next. The join keys are DICOM content:
+``PatientID`` (e.g. ``Mass-Test_P_00820_LEFT_CC``), ``StudyInstanceUID`` and
+``SeriesInstanceUID``. Reading headers only (``stop_before_pixels``) keeps a full
+download indexable in minutes; the index is cached as a CSV keyed by file path,
+size and modification time, so a rerun reads only new or changed files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+from pydicom.errors import InvalidDicomError
+from tqdm.auto import tqdm
+
+#: Columns of the header index (``path`` is absolute).
+HEADER_COLUMNS: tuple[str, ...] = (
+    "path",
+    "size",
+    "mtime_ns",
+    "patient_id",
+    "study_uid",
+    "series_uid",
+    "series_description",
+    "rows",
+    "columns",
+    "laterality",
+    "view",
+    "error",
+)
+
+#: NBIA ``metadata.csv`` columns this module relies on.
+NBIA_LOCATION = "File Location"
+
+
+def read_header(path: Path) -> dict[str, object]:
+    """Header fields of one DICOM file; ``error`` names the problem for an unreadable file."""
+    stat = path.stat()
+    record: dict[str, object] = {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
+        record["error"] = f"not a readable DICOM file: {err}"
+        return record
+    record.update(
+        patient_id=str(ds.get("PatientID", "")),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        series_description=str(ds.get("SeriesDescription", "")),
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        laterality=_laterality(ds),
+        view=str(ds.get("ViewPosition", "") or ""),
+        error="",
+    )
+    return record
+
+
+def _laterality(ds: pydicom.Dataset) -> str:
+    code = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").upper()
+    return {"L": "LEFT", "R": "RIGHT"}.get(code, "")
+
+
+def _load_cache(cache_path: Path | None) -> dict[str, dict]:
+    if cache_path is None or not cache_path.is_file():
+        return {}
+    cached = pd.read_csv(cache_path, dtype=str, keep_default_na=False)
+    if list(cached.columns) != list(HEADER_COLUMNS):
+        return {}
+    return {row["path"]: row for row in cached.to_dict("records")}
+
+
+def _is_fresh(record: dict, path: Path) -> bool:
+    stat = path.stat()
+    return record["size"] == str(stat.st_size) and record["mtime_ns"] == str(stat.st_mtime_ns)
+
+
+def index_files(
+    files: Iterable[Path], cache_path: Path | None = None, *, desc: str = "DICOM headers"
+) -> pd.DataFrame:
+    """Header index of ``files``, reusing and then rewriting the CSV cache at ``cache_path``."""
+    cache = _load_cache(cache_path)
+    records = []
+    for path in tqdm(sorted({Path(f).resolve() for f in files}), desc=desc, unit="file"):
+        cached = cache.get(str(path))
+        records.append(
+            cached if cached is not None and _is_fresh(cached, path) else read_header(path)
+        )
+    frame = pd.DataFrame.from_records(records, columns=list(HEADER_COLUMNS)).fillna("")
+    frame = frame.astype(str)
+    frame[["rows", "columns"]] = frame[["rows", "columns"]].replace("", "0").astype(int)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, cache_path)
+    return frame
+
+
+def find_dicom_files(root: Path) -> list[Path]:
+    """Every ``*.dcm`` file (any case) under ``root``."""
+    return sorted(path for path in Path(root).rglob("*") if path.suffix.lower() == ".dcm")
+
+
+def nbia_files(metadata_csv: Path) -> list[Path]:
+    """DICOM files in the series folders an NBIA ``metadata.csv`` lists.
+
+    ``File Location`` is relative to the folder holding ``metadata.csv`` (``./CBIS-DDSM/...``);
+    a listed folder that is missing is skipped here and shows up later as an image not found.
+    """
+    metadata = pd.read_csv(metadata_csv, dtype=str, keep_default_na=False)
+    if NBIA_LOCATION not in metadata.columns:
+        raise ValueError(
+            f"{metadata_csv}: no {NBIA_LOCATION!r} column; is it an NBIA metadata.csv?"
+        )
+    base = Path(metadata_csv).parent
+    files: list[Path] = []
+    for location in metadata[NBIA_LOCATION]:
+        folder = (base / location.strip().replace("\\", "/")).resolve()
+        if folder.is_dir():
+            files.extend(path for path in folder.iterdir() if path.suffix.lower() == ".dcm")
+    return files
+
+
+def index_dicom_tree(root: Path, cache_path: Path | None = None) -> pd.DataFrame:
+    """Header index of the images under ``root``: via NBIA ``metadata.csv`` when present,
+    otherwise by walking the tree."""
+    root = Path(root)
+    metadata_csv = root / "metadata.csv"
+    files = nbia_files(metadata_csv) if metadata_csv.is_file() else find_dicom_files(root)
+    return index_files(files, cache_path)

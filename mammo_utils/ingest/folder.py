@@ -1,0 +1,120 @@
+"""A user's ``<root>/<CLASS>/*.{dcm,png,jpg,jpeg,pgm}`` tree into index and rejects.
+
+Class folders are matched by :func:`mammo_utils.classes.normalize_label`, so case and
+separators do not matter (``Benign_Without_Callback``, ``benign-no-callback``). Every
+file in a folder that names no class is rejected, as is every file that is not a
+supported image, so the files counted in equal the images kept plus the files rejected.
+The patient is the file stem unless ``<root>/patients.csv`` (columns ``file``,
+``patient_id``; ``file`` is the path relative to the root or the bare file name) maps it.
+DICOM files give laterality and view from their headers; other formats leave them empty.
+Image ids are the relative paths without suffix, ``/`` replaced by ``__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mammo_utils.classes import UnknownLabelError, normalize_label
+from mammo_utils.ingest import IngestResult
+from mammo_utils.ingest.dicom_index import read_header
+
+IMAGE_SUFFIXES = frozenset({".dcm", ".png", ".jpg", ".jpeg", ".pgm"})
+PATIENTS_CSV = "patients.csv"
+
+
+def read_patient_map(root: Path) -> dict[str, str]:
+    """``file -> patient_id`` from ``<root>/patients.csv`` (empty when there is none)."""
+    path = Path(root) / PATIENTS_CSV
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"file", "patient_id"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    return dict(zip(table["file"].str.strip(), table["patient_id"].str.strip(), strict=True))
+
+
+def _files(root: Path) -> list[Path]:
+    """Every regular, non-hidden file under ``root`` except ``patients.csv``."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+        and path.relative_to(root).as_posix() != PATIENTS_CSV
+    )
+
+
+def _dicom_tags(path: Path) -> tuple[str, str, str]:
+    """(laterality, view, error) from a DICOM header."""
+    header = read_header(path)
+    return str(header.get("laterality", "")), str(header.get("view", "")), str(header["error"])
+
+
+def _classify(path: Path, root: Path) -> tuple[str, str]:
+    """(label, reject reason) of one file from its class folder and suffix."""
+    relative = path.relative_to(root)
+    if len(relative.parts) < 2:
+        return "", "file not inside a class folder"
+    try:
+        label = normalize_label(relative.parts[0])
+    except UnknownLabelError:
+        return "", f"unknown class folder {relative.parts[0]!r}"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "", f"unsupported file type {path.suffix or '(none)'!r}"
+    return label, ""
+
+
+def ingest(root: Path, *, views: Iterable[str] | None = None) -> IngestResult:
+    """Ingest a folder-per-class image tree. With ``views``, a DICOM whose view is known
+    and not selected is rejected; images of unknown view are kept."""
+    root = Path(root).resolve()
+    patients = read_patient_map(root)
+    views_set = {view.strip().upper() for view in views} if views else None
+    files = _files(root)
+    index_records, rejects = [], []
+    for path in tqdm(files, desc="folder images", unit="file"):
+        relative = path.relative_to(root).as_posix()
+        label, reason = _classify(path, root)
+        laterality, view = "", ""
+        if not reason and path.suffix.lower() == ".dcm":
+            laterality, view, reason = _dicom_tags(path)
+        if not reason and views_set is not None and view and view not in views_set:
+            reason = f"view {view!r} not selected ({','.join(sorted(views_set))})"
+        if reason:
+            rejects.append({"source": relative, "reason": reason})
+            continue
+        index_records.append(
+            {
+                "image_id": relative.rsplit(".", 1)[0].replace("/", "__"),
+                "patient_id": patients.get(relative, patients.get(path.name, path.stem)),
+                "dataset": "folder",
+                "official_split": "none",
+                "laterality": laterality,
+                "view": view,
+                "label": label,
+                "abnormality_types": "",
+                "n_abnormalities": 0 if label == "NORMAL" else "",
+                "image_path": str(path),
+            }
+        )
+    reconciliation = [
+        {
+            "dataset": "folder",
+            "source": str(root),
+            "unit": "files",
+            "total": len(files),
+            "kept": len(index_records),
+            "rejected": len(rejects),
+        }
+    ]
+    return IngestResult(
+        pd.DataFrame(index_records),
+        pd.DataFrame(columns=["image_id"]),
+        pd.DataFrame(rejects),
+        pd.DataFrame(reconciliation),
+    )

@@ -1,0 +1,236 @@
+"""Evaluate one trained model on one split: predictions, metrics and figures.
+
+The model directory's card decides the class order, the input size and the label
+scheme; the processed folder's manifest decides which images form the split. The
+split is predicted through :mod:`mammo_utils.pipeline` in manifest order (no
+augmentation, no shuffling), so row ``i`` of ``predictions.csv`` is row ``i`` of the
+split. Outputs follow the run layout of ``reports/<run>/``::
+
+    <out_dir>/metrics/<model>/predictions.csv, metrics.json
+    <out_dir>/figures/<model>/confusion_matrix.png, roc.png, precision_recall.png,
+                              reliability.png, training_curves.png, mistakes.png
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mammo_utils import figures
+from mammo_utils.metrics import compute_metrics, write_metrics
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_FILE = "predictions.csv"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_model` wrote and measured for one model."""
+
+    model_name: str
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    metrics_dir: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    images_per_second: float | None = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.metrics_dir / METRICS_FILE
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.metrics_dir / PREDICTIONS_FILE
+
+
+def training_time_seconds(training: dict) -> float | None:
+    """Wall-clock training time recorded in a model card's ``training`` section."""
+    for key in ("training_time_s", "time_s", "seconds"):
+        if training.get(key) is not None:
+            return float(training[key])
+    return None
+
+
+def predict_split(model, dataset, n_images: int, progress: bool = True):
+    """Probabilities for every batch of ``dataset`` and the model-only images per second.
+
+    The first batch is run once untimed, so graph tracing is not counted as throughput.
+    """
+    batches, seconds, warmed = [], 0.0, False
+    for images, _ in tqdm(dataset, desc="predict", disable=not progress):
+        if not warmed:
+            model.predict_on_batch(images)
+            warmed = True
+        started = time.perf_counter()
+        batches.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
+        seconds += time.perf_counter() - started
+    proba = np.concatenate(batches) if batches else np.zeros((0, model.output_shape[-1]))
+    if len(proba) != n_images:
+        raise RuntimeError(f"predicted {len(proba)} images but the split holds {n_images}")
+    return proba, (n_images / seconds if seconds > 0 else None)
+
+
+def _predictions_table(rows: pd.DataFrame, y_true: np.ndarray, proba, classes) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "image_id": rows["image_id"],
+            "patient_id": rows["patient_id"],
+            "dataset": rows["dataset"] if "dataset" in rows else "unknown",
+            "true_label": np.asarray(classes)[y_true],
+        }
+    )
+    for k, name in enumerate(classes):
+        table[f"p_{name}"] = proba[:, k]
+    table["predicted_label"] = np.asarray(classes)[proba.argmax(axis=1)]
+    table["item_id"] = rows["item_id"] if "item_id" in rows else rows["image_id"]
+    table["path"] = rows["path"]
+    return table
+
+
+def write_figures(
+    result_table: pd.DataFrame,
+    metrics: dict,
+    classes: list[str],
+    figures_dir: Path,
+    history_path: Path | None,
+    title: str,
+) -> dict[str, Path]:
+    """Every per-model figure, from the predictions table and metrics."""
+    y_true = np.array([classes.index(label) for label in result_table["true_label"]], dtype=int)
+    proba = result_table[[f"p_{c}" for c in classes]].to_numpy()
+    paths = {
+        "confusion_matrix": figures.plot_confusion_matrix(
+            np.asarray(metrics["confusion_matrix"]),
+            classes,
+            figures_dir / "confusion_matrix.png",
+            title=f"{title}: confusion matrix",
+        ),
+        "roc": figures.plot_roc_curves(
+            y_true, proba, classes, figures_dir / "roc.png", title=f"{title}: ROC (one vs rest)"
+        ),
+        "precision_recall": figures.plot_precision_recall(
+            y_true, proba, classes, figures_dir / "precision_recall.png", title=f"{title}: PR"
+        ),
+        "reliability": figures.plot_reliability(
+            y_true, proba, figures_dir / "reliability.png", title=f"{title}: calibration"
+        ),
+        "mistakes": figures.plot_confident_mistakes(
+            result_table, classes, figures_dir / "mistakes.png", title=f"{title}: mistakes"
+        ),
+    }
+    if history_path is not None and history_path.is_file():
+        paths["training_curves"] = figures.plot_training_curves(
+            history_path, figures_dir / "training_curves.png", title=f"{title}: training"
+        )
+    return paths
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    out_dir: str | Path = "reports/default",
+    *,
+    batch_size: int = 32,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    make_figures: bool = True,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predict ``split`` of the processed folder ``data_dir`` with the model in
+    ``model_dir``; write predictions, metrics and figures under ``out_dir``.
+
+    Labels are mapped to the card's label scheme, so a ``three_class`` model is scored
+    against three classes even though the manifest holds canonical labels.
+    """
+    from mammo_utils import pipeline
+    from mammo_utils.model_card import HISTORY_FILE, load_model_dir
+
+    model_dir = Path(model_dir)
+    model, card = load_model_dir(model_dir)
+    manifest = pipeline.load_manifest(data_dir)
+    rows = manifest.split(split)
+    classes = list(card.classes)
+    y_true = pipeline.encode_labels(rows["label"], card.label_scheme)
+    dataset = pipeline.make_dataset(
+        manifest,
+        split,
+        label_scheme=card.label_scheme,
+        batch_size=batch_size,
+        image_size=card.image_size,
+        training=False,
+        cache=False,
+    )
+    logger.info("evaluating %s on %d %s images", card.model_name, len(rows), split)
+    proba, images_per_second = predict_split(model, dataset, len(rows), progress=progress)
+    table = _predictions_table(rows, y_true, proba, classes)
+
+    metrics = compute_metrics(
+        y_true, proba, classes, rows["patient_id"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
+    )
+    metrics["split"] = split
+    metrics["model"] = {
+        "model_name": card.model_name,
+        "architecture": card.architecture,
+        "task": card.task,
+        "label_scheme": card.label_scheme,
+        "image_size": card.image_size,
+        "parameter_count": card.parameter_count,
+        "training_time_s": training_time_seconds(card.training),
+        "weights": card.training.get("weights"),
+        "model_dir": str(model_dir.resolve()),
+    }
+    metrics["data"] = {"manifest": str(manifest.source), "split": split}
+    metrics["inference"] = {"images_per_second": images_per_second, "batch_size": batch_size}
+
+    out_dir = Path(out_dir)
+    metrics_dir = out_dir / "metrics" / card.model_name
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(metrics_dir / PREDICTIONS_FILE, index=False)
+    write_metrics(metrics, metrics_dir / METRICS_FILE)
+    paths = {}
+    if make_figures:
+        paths = write_figures(
+            table,
+            metrics,
+            classes,
+            out_dir / "figures" / card.model_name,
+            model_dir / HISTORY_FILE,
+            card.model_name,
+        )
+    return EvaluationResult(
+        model_name=card.model_name,
+        metrics=metrics,
+        predictions=table,
+        metrics_dir=metrics_dir,
+        figures=paths,
+        images_per_second=images_per_second,
+    )
+
+
+def find_model_dirs(models_dir: str | Path, names: list[str] | None = None) -> list[Path]:
+    """Model directories (holding a model card) under a run's models folder, sorted.
+
+    ``names`` selects models by folder name; a name with no folder is an error that
+    lists what exists.
+    """
+    models_dir = Path(models_dir)
+    found = sorted(p.parent for p in models_dir.glob("*/model_card.json"))
+    if not names:
+        return found
+    by_name = {p.name: p for p in found}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise FileNotFoundError(
+            f"{models_dir}: no model named {', '.join(missing)}; found {sorted(by_name) or 'none'}"
+        )
+    return [by_name[n] for n in names]

@@ -1,0 +1,140 @@
+"""evaluate_model, figures, the comparison table and `mammo evaluate` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils.classes import scheme_classes
+from mammo_utils.cli import main
+from mammo_utils.comparison import write_comparison
+from mammo_utils.evaluate import evaluate_model, find_model_dirs
+
+SIZE = 16
+FIGURES = {"confusion_matrix", "roc", "precision_recall", "reliability", "mistakes",
+           "training_curves"}
+
+
+@pytest.fixture(scope="module")
+def processed_dir(tmp_path_factory) -> Path:
+    """A processed folder: 16-bit PNGs whose brightness encodes the label, and a manifest."""
+    root = tmp_path_factory.mktemp("processed")
+    rng = np.random.default_rng(0)
+    classes = scheme_classes("four_class")
+    rows = []
+    for i in range(48):
+        label = classes[i % 4]
+        split = ("train", "val", "test")[i % 3]
+        image = np.full((SIZE, SIZE), 0.2 + 0.2 * (i % 4)) + rng.normal(0, 0.02, (SIZE, SIZE))
+        name = f"img{i:03d}.png"
+        cv2.imwrite(str(root / name), (np.clip(image, 0, 1) * 65535).astype(np.uint16))
+        rows.append({"path": name, "item_id": f"it{i}", "image_id": f"im{i}",
+                     "patient_id": f"P{i // 2}", "split": split, "label": label,
+                     "dataset": "synthetic"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    (root / "preprocess_config.json").write_text(json.dumps({"task": "image", "size": SIZE}))
+    return root
+
+
+def _tiny_model_dir(root: Path, name: str, scheme: str = "four_class") -> Path:
+    import keras
+
+    from mammo_utils.model_card import ModelCard
+
+    classes = scheme_classes(scheme)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(len(classes), activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    out = root / name
+    out.mkdir(parents=True)
+    model.save(out / "model.keras")
+    pd.DataFrame({"epoch": [0, 1], "loss": [1.4, 1.2], "val_loss": [1.5, 1.3],
+                  "accuracy": [0.3, 0.4], "val_accuracy": [0.25, 0.3]}).to_csv(
+        out / "history.csv", index=False)
+    ModelCard(model_name=name, architecture="tiny", classes=list(classes), label_scheme=scheme,
+              task="image", image_size=SIZE, parameter_count=model.count_params(),
+              training={"training_time_s": 1.5, "weights": "none"}).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    _tiny_model_dir(root, "tiny_a")
+    _tiny_model_dir(root, "tiny_b", scheme="three_class")
+    return root
+
+
+def test_evaluate_writes_predictions_metrics_and_figures(processed_dir, models_dir, tmp_path):
+    result = evaluate_model(models_dir / "tiny_a", processed_dir, "test", tmp_path,
+                            n_bootstrap=50, progress=False)
+    predictions = pd.read_csv(tmp_path / "metrics" / "tiny_a" / "predictions.csv")
+    manifest = pd.read_csv(processed_dir / "manifest.csv")
+    test = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    assert predictions["image_id"].tolist() == test["image_id"].tolist()
+    assert predictions["true_label"].tolist() == test["label"].tolist()
+    p_columns = [f"p_{c}" for c in scheme_classes("four_class")]
+    assert list(predictions.columns[:8]) == ["image_id", "patient_id", "dataset", "true_label",
+                                              *p_columns]
+    np.testing.assert_allclose(predictions[p_columns].sum(axis=1), 1.0, atol=1e-5)
+    metrics = json.loads((tmp_path / "metrics" / "tiny_a" / "metrics.json").read_text())
+    assert metrics["n_images"] == len(test)
+    assert metrics["n_patients"] == test["patient_id"].nunique()
+    assert metrics["inference"]["images_per_second"] > 0
+    assert metrics["model"]["parameter_count"] == 8  # Dense(1 -> 4)
+    assert set(result.figures) == FIGURES
+    for path in result.figures.values():
+        assert path.is_file() and path.stat().st_size > 5000
+        assert cv2.imread(str(path)).shape[1] >= 600  # 150 dpi, several inches wide
+
+
+def test_three_class_model_scored_on_mapped_labels(processed_dir, models_dir, tmp_path):
+    result = evaluate_model(models_dir / "tiny_b", processed_dir, "test", tmp_path,
+                            n_bootstrap=20, make_figures=False, progress=False)
+    assert result.metrics["classes"] == ["NORMAL", "BENIGN", "MALIGNANT"]
+    assert "BENIGN_WITHOUT_CALLBACK" not in set(result.predictions["true_label"])
+    assert result.figures == {}
+
+
+def test_comparison_table(processed_dir, models_dir, tmp_path):
+    for model_dir in find_model_dirs(models_dir):
+        evaluate_model(model_dir, processed_dir, "test", tmp_path, n_bootstrap=20,
+                       make_figures=False, progress=False)
+    table = write_comparison(tmp_path / "metrics")
+    assert sorted(table["model"]) == ["tiny_a", "tiny_b"]
+    assert {"accuracy_lower", "malignant_auc_upper", "parameter_count", "training_time_s",
+            "inference_images_per_s"} <= set(table.columns)
+    assert (table["training_time_s"] == 1.5).all()
+    markdown = (tmp_path / "metrics" / "comparison.md").read_text()
+    assert markdown.count("\n") == 4  # header, rule, two models
+    assert "tiny_a" in markdown and "[" in markdown
+    assert pd.read_csv(tmp_path / "metrics" / "comparison.csv").shape[0] == 2
+
+
+def test_find_model_dirs_names_missing(models_dir):
+    assert [p.name for p in find_model_dirs(models_dir, ["tiny_b"])] == ["tiny_b"]
+    with pytest.raises(FileNotFoundError, match="no model named nope"):
+        find_model_dirs(models_dir, ["nope"])
+
+
+def test_cli_evaluate(processed_dir, models_dir, tmp_path, capsys):
+    status = main(["evaluate", "--model", str(models_dir / "tiny_a"), "--data",
+                   str(processed_dir), "--split", "val", "--out", str(tmp_path),
+                   "--bootstrap", "10", "--no-figures"])
+    assert status == 0
+    assert "tiny_a on val" in capsys.readouterr().out
+    assert (tmp_path / "metrics" / "tiny_a" / "metrics.json").is_file()
+
+
+def test_cli_evaluate_bad_model_dir(processed_dir, tmp_path, capsys):
+    status = main(["evaluate", "--model", str(tmp_path / "missing"), "--data",
+                   str(processed_dir), "--out", str(tmp_path)])
+    assert status == 2
+    assert "missing" in capsys.readouterr().err

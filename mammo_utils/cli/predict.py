@@ -1,0 +1,78 @@
+"""``mammo predict FILE... --model DIR``: classify mammograms or lesion crops.
+
+One line (or, with ``--json``, one JSON object) per file. A file that cannot be read
+gets an error line naming it and the reason; the other files are still predicted and
+the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAME = "predict"
+HELP = "classify mammograms (DICOM, PNG, JPEG, PGM) with a trained model"
+ORDER = 60
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images to classify")
+    parser.add_argument("--model", required=True, type=Path, metavar="DIR",
+                        help="model directory (model.keras + model_card.json)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per file instead of a line of text")
+    parser.add_argument("--input-kind", choices=("auto", "mammogram", "crop"), default="auto",
+                        help="whole mammogram or lesion crop (auto: guess from the image)")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="patch-scan stride in working pixels (roi models; default size/2)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="non-normal patch probability that makes an image non-normal")
+
+
+def _record(path: Path, prediction) -> dict:
+    return {
+        "file": str(path),
+        "label": prediction.label,
+        "confidence": prediction.confidence,
+        "probabilities": prediction.probabilities,
+        "input_kind": prediction.input_kind,
+        "warnings": prediction.warnings,
+        "metadata": prediction.metadata,
+    }
+
+
+def _line(path: Path, prediction) -> str:
+    ranked = ", ".join(f"{name} {p:.1%}" for name, p in prediction.probabilities.items())
+    notes = f"  [{'; '.join(prediction.warnings)}]" if prediction.warnings else ""
+    return f"{path}: {prediction.label} ({prediction.confidence:.1%})  {ranked}{notes}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from mammo_utils.inference import Classifier
+    from mammo_utils.model_card import ModelDirectoryError
+    from mammo_utils.reader import ImageReadError
+
+    try:
+        classifier = Classifier.from_dir(args.model, stride=args.stride, threshold=args.threshold)
+    except (ModelDirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failed = 0
+    for path in args.files:
+        try:
+            prediction = classifier.predict(path, input_kind=args.input_kind)
+        except (ImageReadError, OSError, ValueError) as exc:
+            failed += 1
+            reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            if args.json:
+                print(json.dumps({"file": str(path), "error": reason}), flush=True)
+            else:
+                print(f"error: {reason}", file=sys.stderr, flush=True)
+            continue
+        text = json.dumps(_record(path, prediction)) if args.json else _line(path, prediction)
+        print(text, flush=True)
+    if failed:
+        print(f"{failed} of {len(args.files)} files failed", file=sys.stderr)
+    return 1 if failed else 0

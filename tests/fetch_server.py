@@ -1,11 +1,11 @@
 """A real HTTP server on 127.0.0.1 that mimics TCIA's NBIA API, TCIA's CSV downloads and
 the mini-MIAS archive, with failure injection, for the ``mammo fetch`` tests.
 
-The served CBIS-DDSM data come from an NBIA-shaped source tree (``metadata.csv`` plus
-``CBIS-DDSM/<subject>/<study>/<series>/*.dcm`` and the case-description CSVs), built by
-:func:`write_tiny_cbis_tree` with tiny synthetic DICOMs shaped like CBIS-DDSM's. The server
-binds port 0 on loopback only, counts every request, and shuts itself down after
-``lifetime`` seconds even if a test forgets to.
+The served CBIS-DDSM collection is a synthetic set from :func:`mammo_utils.synth.
+generate_dataset`: :func:`collection_from_synth` turns its metadata.csv and DICOM headers
+into a ``getSeries`` listing, zips each series folder the way ``getImage`` delivers it and
+keeps the four case-description CSVs. The server binds port 0 on loopback only, counts
+every request, and shuts itself down after ``lifetime`` seconds even if a test forgets to.
 """
 
 from __future__ import annotations
@@ -18,128 +18,72 @@ import threading
 import urllib.parse
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-MASS_HEADER = (
-    "patient_id,breast_density,left or right breast,image view,abnormality id,"
-    "abnormality type,mass shape,mass margins,assessment,pathology,subtlety,"
-    "image file path,cropped image file path,ROI mask file path"
+#: The case-description CSVs TCIA publishes (the synthetic set's normal CSV is the
+#: project's own addition and is not served).
+CASE_CSVS = (
+    "mass_case_description_train_set.csv",
+    "mass_case_description_test_set.csv",
+    "calc_case_description_train_set.csv",
+    "calc_case_description_test_set.csv",
 )
-CALC_HEADER = (
-    "patient_id,breast density,left or right breast,image view,abnormality id,"
-    "abnormality type,calc type,calc distribution,assessment,pathology,subtlety,"
-    "image file path,cropped image file path,ROI mask file path"
-)
-# (subject prefix, patient, side, view, pathology, case-description CSV)
-CASES = (
-    ("Mass-Training", "P_00001", "LEFT", "CC", "MALIGNANT", "mass_case_description_train_set.csv"),
-    ("Mass-Training", "P_00004", "RIGHT", "MLO", "BENIGN", "mass_case_description_train_set.csv"),
-    ("Mass-Test", "P_00016", "LEFT", "MLO", "BENIGN", "mass_case_description_test_set.csv"),
-    ("Calc-Training", "P_00005", "RIGHT", "CC", "MALIGNANT", "calc_case_description_train_set.csv"),
-    (
-        "Calc-Test",
-        "P_00038",
-        "LEFT",
-        "CC",
-        "BENIGN_WITHOUT_CALLBACK",
-        "calc_case_description_test_set.csv",
-    ),
-)
-SOURCE_COLUMNS = (
-    "Series UID", "Subject ID", "Study UID", "Series Description", "Manufacturer",
-    "Modality", "Number of Images", "File Size", "File Location",
-)  # fmt: skip
+#: A fixed member time, so that a series zips to the same bytes on every run.
+ZIP_DATE = (2016, 7, 20, 0, 0, 0)
 
 
-def _uid(*parts: object) -> str:
-    """A deterministic DICOM UID from ``parts``."""
-    return generate_uid(entropy_srcs=[str(part) for part in parts])
+@dataclass(frozen=True)
+class Collection:
+    """What the mock serves: ``listing`` (getSeries objects), ``archives`` (getImage zip
+    per series UID) and ``csvs`` (case-description CSV bytes per file name)."""
+
+    listing: list[dict]
+    archives: dict[str, bytes]
+    csvs: dict[str, bytes]
 
 
-def _write_dicom(path: Path, subject: str, study: str, series: str, description: str,
-                 pixels: np.ndarray) -> None:  # fmt: skip
-    """A minimal secondary-capture DICOM holding ``pixels`` (uint8 or uint16)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = _uid(series, path.name)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.PatientID, ds.PatientName = subject, subject
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-    ds.SeriesDescription, ds.Modality = description, "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    bits = pixels.dtype.itemsize * 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-    ds.PixelData = pixels.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+def zip_series(folder: Path) -> bytes:
+    """The series' DICOMs as one stored (uncompressed) zip, members named as on disk."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for path in sorted(folder.glob("*.dcm")):
+            bundle.writestr(zipfile.ZipInfo(path.name, date_time=ZIP_DATE), path.read_bytes())
+    return buffer.getvalue()
 
 
-def _case_images(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A tiny full image, its binary ROI mask (same size) and a crop (smaller)."""
-    full = rng.integers(0, 4096, size=(48, 40), dtype=np.uint16)
-    mask = np.zeros((48, 40), dtype=np.uint8)
-    mask[20:28, 15:23] = 255
-    return full, mask, full[16:32, 11:27].copy()
+def _series_item(row: dict[str, str], folder: Path) -> dict:
+    """One getSeries object: identity and description from metadata.csv, acquisition
+    fields from the first DICOM header, count and size from the files themselves."""
+    files = sorted(folder.glob("*.dcm"))
+    header = pydicom.dcmread(files[0], stop_before_pixels=True)
+    return {
+        "SeriesInstanceUID": row["Series UID"], "StudyInstanceUID": row["Study UID"],
+        "Modality": header.Modality, "ProtocolName": "",
+        "SeriesDescription": row["Series Description"],
+        "BodyPartExamined": header.get("BodyPartExamined", ""),
+        "SeriesNumber": int(header.get("SeriesNumber", 1)), "Collection": row["Collection"],
+        "PatientID": header.PatientID, "Manufacturer": row["Manufacturer"],
+        "ImageCount": len(files), "FileSize": sum(path.stat().st_size for path in files),
+        "ThirdPartyAnalysis": row["3rd Party Analysis"],
+        "CollectionURI": row["Data Description URI"],
+    }  # fmt: skip
 
 
-def write_tiny_cbis_tree(root: Path, seed: int = 0) -> Path:
-    """An NBIA-shaped CBIS-DDSM source tree: one full image series and one ROI series
-    (mask ``1-1.dcm``, crop ``1-2.dcm``) per case, metadata.csv and the four CSVs."""
-    rng = np.random.default_rng(seed)
-    rows: dict[str, list[str]] = {}
-    metadata = []
-    for prefix, patient, side, view, pathology, csv_name in CASES:
-        subject = f"{prefix}_{patient}_{side}_{view}"
-        full, mask, crop = _case_images(rng)
-        study, series = _uid(subject, "study"), _uid(subject, "series")
-        roi_study, roi_series = _uid(subject, "roi-study"), _uid(subject, "roi-series")
-        full_dir = Path("CBIS-DDSM", subject, study, series)
-        roi_dir = Path("CBIS-DDSM", f"{subject}_1", roi_study, roi_series)
-        _write_dicom(root / full_dir / "1-1.dcm", subject, study, series,
-                     "full mammogram images", full)  # fmt: skip
-        for name, pixels in (("1-1.dcm", mask), ("1-2.dcm", crop)):
-            _write_dicom(root / roi_dir / name, f"{subject}_1", roi_study, roi_series,
-                         "ROI mask images", pixels)  # fmt: skip
-        for folder, sub, stu, ser, desc in (
-            (full_dir, subject, study, series, "full mammogram images"),
-            (roi_dir, f"{subject}_1", roi_study, roi_series, "ROI mask images"),
-        ):
-            files = list((root / folder).iterdir())
-            size = sum(f.stat().st_size for f in files)
-            location = f"./{folder.as_posix()}"
-            metadata.append([ser, sub, stu, desc, "HOLOGIC", "MG", len(files), size, location])
-        mass = csv_name.startswith("mass")
-        kind = ("mass", "OVAL", "CIRCUMSCRIBED")
-        if not mass:
-            kind = ("calcification", "PLEOMORPHIC", "CLUSTERED")
-        full_path = f"{subject}/{study}/{series}/000000.dcm"
-        crop_path = f"{subject}_1/{roi_study}/{roi_series}/000000.dcm"
-        mask_path = f'"{subject}_1/{roi_study}/{roi_series}/000001.dcm\n"'  # upstream quirk
-        rows.setdefault(csv_name, []).append(",".join([
-            patient, "2", side, view, "1", *kind, "4", pathology, "3", full_path, crop_path,
-            mask_path,
-        ]))  # fmt: skip
-    for csv_name in sorted({case[5] for case in CASES}):
-        header = MASS_HEADER if csv_name.startswith("mass") else CALC_HEADER
-        (root / csv_name).write_text("\n".join([header, *rows[csv_name]]) + "\n")
-    with open(root / "metadata.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SOURCE_COLUMNS)
-        writer.writerows(metadata)
-    return root
+def collection_from_synth(root: Path) -> Collection:
+    """The collection held by a synthetic CBIS-DDSM set generated under ``root``."""
+    listing, archives = [], {}
+    with open(root / "metadata.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            folder = root / row["File Location"]
+            listing.append(_series_item(row, folder))
+            archives[row["Series UID"]] = zip_series(folder)
+    csvs = {name: (root / name).read_bytes() for name in CASE_CSVS}
+    return Collection(listing, archives, csvs)
 
 
 def _pgm(width: int, height: int, rng: np.random.Generator) -> bytes:
@@ -168,14 +112,6 @@ def build_mias_archive(images: int = 4, info_in_readme: bool = False, seed: int 
     return buffer.getvalue()
 
 
-def _zip_folder(folder: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:
-        for path in sorted(folder.iterdir()):
-            bundle.write(path, path.name)
-    return buffer.getvalue()
-
-
 def corrupted(data: bytes) -> bytes:
     """``data`` with bytes flipped in the middle (a zip then fails its CRC check)."""
     middle = len(data) // 2
@@ -183,7 +119,7 @@ def corrupted(data: bytes) -> bytes:
 
 
 class MockServer:
-    """NBIA + CSV + mini-MIAS endpoints over a source tree, with failure injection.
+    """NBIA + CSV + mini-MIAS endpoints over a :class:`Collection`, with failure injection.
 
     ``fail_next(n)`` answers the next ``n`` requests with HTTP 500; ``cut(key, after)``
     closes the next response for ``key`` (a series UID, CSV name or ``mias``) after
@@ -192,14 +128,13 @@ class MockServer:
     and ``ranges`` lists the Range header (or None) each request of a key carried.
     """
 
-    def __init__(self, tree: Path, mias: bytes = b"", lifetime: float = 60.0) -> None:
+    def __init__(self, collection: Collection, mias: bytes = b"", lifetime: float = 60.0) -> None:
         self.lock = threading.Lock()
         self.requests: Counter = Counter()
         self.ranges: dict[str, list[str | None]] = {}
         self.failures_left, self.cuts, self.corrupt = 0, {}, set()
-        self.listing, self.zips = self._load(tree)
-        self.files = {p.name: p.read_bytes() for p in tree.glob("*_case_description_*.csv")}
-        self.files["mias"] = mias
+        self.listing, self.archives = collection.listing, collection.archives
+        self.files = {**collection.csvs, "mias": mias}
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._http.daemon_threads = True
         self._thread = threading.Thread(
@@ -207,23 +142,6 @@ class MockServer:
         )
         self._timer = threading.Timer(lifetime, self._http.shutdown)
         self._timer.daemon = True
-
-    @staticmethod
-    def _load(tree: Path) -> tuple[list[dict], dict[str, bytes]]:
-        listing, zips = [], {}
-        with open(tree / "metadata.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                listing.append({
-                    "SeriesInstanceUID": row["Series UID"], "StudyInstanceUID": row["Study UID"],
-                    "Modality": row["Modality"], "ProtocolName": "",
-                    "SeriesDescription": row["Series Description"], "BodyPartExamined": "BREAST",
-                    "SeriesNumber": 1, "Collection": "CBIS-DDSM", "PatientID": row["Subject ID"],
-                    "Manufacturer": row["Manufacturer"],
-                    "ImageCount": int(row["Number of Images"]), "FileSize": int(row["File Size"]),
-                    "CollectionURI": "https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY",
-                })  # fmt: skip
-                zips[row["Series UID"]] = _zip_folder(tree / row["File Location"])
-        return listing, zips
 
     @property
     def url(self) -> str:
@@ -267,7 +185,7 @@ class MockServer:
             return "getSeries", body.encode(), "application/json"
         if path.endswith("/getImage"):
             uid = query.get("SeriesInstanceUID", "")
-            data = self.zips.get(uid)
+            data = self.archives.get(uid)
             if data is not None and uid in self.corrupt:
                 data = corrupted(data)
             return uid, data, "application/zip"

@@ -1,9 +1,12 @@
 """``mammo fetch`` against a real HTTP server on 127.0.0.1 (tests/fetch_server.py) that
-mimics TCIA's NBIA API and the mini-MIAS archive, with injected failures."""
+mimics TCIA's NBIA API and the mini-MIAS archive, with injected failures. The served
+CBIS-DDSM collection is a small set from ``mammo synth``, so a full fetch must rebuild it
+byte for byte and ingest with zero rejects."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import socket
 import sys
@@ -16,28 +19,44 @@ from mammo_utils.cli import main
 from mammo_utils.fetch import FetchError, RetryPolicy, fetch_cbis_ddsm, fetch_mini_mias
 from mammo_utils.fetch.manifest import MANIFEST_NAME
 from mammo_utils.fetch.tcia import METADATA_COLUMNS, SeriesInfo, select_series
+from mammo_utils.ingest import ingest
+from mammo_utils.synth import SynthSummary, generate_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fetch_server import (  # noqa: E402
-    CASES,
+    Collection,
     MockServer,
     build_mias_archive,
+    collection_from_synth,
     corrupted,
-    write_tiny_cbis_tree,
 )
 
+#: A synthetic set holding all four subsets, two Mass-Training patients (seed 4 draws them
+#: from four patients) and no normal cases, as TCIA's CBIS-DDSM collection holds none.
+SYNTH = {"patients": 4, "seed": 4, "size": "small", "normal_fraction": 0.0}
+#: metadata.csv columns that name a series; a fetch must reproduce them exactly.
+IDENTITY = (
+    "Series UID", "Subject ID", "Study UID", "Series Description", "Modality",
+    "SOP Class UID", "Number of Images", "File Location",
+)  # fmt: skip
 FAST = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05, timeout=5)
 ONCE = RetryPolicy(attempts=1, timeout=5)
 
 
 @pytest.fixture(scope="module")
-def source_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_cbis_tree(tmp_path_factory.mktemp("tcia-source"))
+def synth(tmp_path_factory: pytest.TempPathFactory) -> SynthSummary:
+    """The synthetic set the mock TCIA serves, generated once for this module."""
+    return generate_dataset(tmp_path_factory.mktemp("tcia-source"), progress=False, **SYNTH)
+
+
+@pytest.fixture(scope="module")
+def collection(synth: SynthSummary) -> Collection:
+    return collection_from_synth(synth.out)
 
 
 @pytest.fixture
-def server(source_tree: Path):
-    with MockServer(source_tree, build_mias_archive(), lifetime=60) as running:
+def server(collection: Collection):
+    with MockServer(collection, build_mias_archive(), lifetime=60) as running:
         yield running
 
 
@@ -52,43 +71,77 @@ def _series_uids(server: MockServer) -> list[str]:
     return [item["SeriesInstanceUID"] for item in server.listing]
 
 
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file in ``folder``, by name."""
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+
+
+def _patient(subject: str) -> str:
+    """``P_00003`` of ``Mass-Training_P_00003_LEFT_CC_1``."""
+    return "_".join(subject.split("_")[1:3])
+
+
+def _first_patients(server: MockServer, prefix: str, patients: int) -> list[str]:
+    """Sorted subject IDs of the first ``patients`` patients (by id) under ``prefix``."""
+    subjects = {s["PatientID"] for s in server.listing if s["PatientID"].startswith(prefix + "_")}
+    chosen = sorted({_patient(subject) for subject in subjects})[:patients]
+    return sorted(subject for subject in subjects if _patient(subject) in chosen)
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def test_full_fetch_is_ingested_with_zero_rejects(server: MockServer, tmp_path: Path) -> None:
-    from mammo_utils.ingest import ingest
-
+def test_full_fetch_reproduces_the_synthetic_set_and_ingests_with_zero_rejects(
+    server: MockServer, synth: SynthSummary, tmp_path: Path
+) -> None:
     out = tmp_path / "cbis"
     report = _fetch(server, out, workers=3)
 
     assert report.ok and len(report.downloaded) == len(server.listing) + 4
     assert sorted(path.name for path in tmp_path.iterdir()) == ["cbis"]  # nothing outside
     assert not (out / ".fetch-tmp").exists()
-    with open(out / "metadata.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert tuple(rows[0]) == METADATA_COLUMNS and len(rows) == len(server.listing)
-    for row in rows:
-        folder = out / row["File Location"]
-        assert row["File Location"].startswith("./CBIS-DDSM/" + row["Subject ID"] + "/")
-        assert sorted(p.name for p in folder.iterdir())[0] == "1-1.dcm"
-        assert int(row["Number of Images"]) == len(list(folder.iterdir()))
-        assert row["SOP Class Name"] == "Secondary Capture Image Storage"
+    source = {row["Series UID"]: row for row in _read_csv(synth.out / "metadata.csv")}
+    fetched = _read_csv(out / "metadata.csv")
+    assert tuple(fetched[0]) == METADATA_COLUMNS and len(fetched) == len(source)
+    for row in fetched:
+        original = source[row["Series UID"]]
+        assert {key: row[key] for key in IDENTITY} == {key: original[key] for key in IDENTITY}
+        location = row["File Location"]
+        assert _digests(out / location) == _digests(synth.out / location)
+    for name in server.files.keys() - {"mias"}:
+        assert (out / name).read_bytes() == (synth.out / name).read_bytes()
+
     result = ingest("cbis-ddsm", root=out)
+    full = [row for row in fetched if row["Series Description"] == "full mammogram images"]
     assert len(result.rejects) == 0
-    assert len(result.index) == len(CASES) and len(result.lesions) == len(CASES)
-    assert (result.lesions["mask_path"] != "").all()
+    assert len(result.index) == len(full) == synth.n_images
+    assert len(result.lesions) == synth.n_abnormalities
+    assert (result.lesions["mask_path"] != "").all() and (result.lesions["crop_path"] != "").all()
+    assert set(result.index["dataset"]) == {"cbis-ddsm"}
+    assert all(Path(path).is_relative_to(out) for path in result.index["image_path"])
 
 
 def test_patients_limit_takes_first_patients_of_each_subset(
     server: MockServer, tmp_path: Path
 ) -> None:
+    patients = {
+        _patient(s["PatientID"]) for s in server.listing if "Mass-Training" in s["PatientID"]
+    }
+    assert len(patients) == 2  # the limit has someone to leave out
+
     report = _fetch(server, tmp_path, subsets=["mass-train"], patients=1)
 
     subjects = sorted(p.name for p in (tmp_path / "CBIS-DDSM").iterdir())
-    assert subjects == ["Mass-Training_P_00001_LEFT_CC", "Mass-Training_P_00001_LEFT_CC_1"]
+    assert subjects == _first_patients(server, "Mass-Training", 1)
+    assert {_patient(subject) for subject in subjects} == {min(patients)}
     assert report.downloaded[-1] == "mass_case_description_train_set.csv"
     assert not (tmp_path / "calc_case_description_test_set.csv").exists()
 
@@ -195,12 +248,14 @@ def test_offline_run_fails_fast_with_the_manual_route(tmp_path: Path, capsys) ->
 
 def test_cli_fetches_a_subset(server: MockServer, tmp_path: Path, capsys) -> None:
     status = main([
-        "fetch", "cbis-ddsm", "--out", str(tmp_path), "--subset", "mass-test,calc-test",
+        "fetch", "cbis-ddsm", "--out", str(tmp_path), "--subset", "mass-train,calc-test",
         "--patients", "1", "--workers", "2", "--base-url", server.base_url,
         "--csv-base-url", server.csv_base_url, "--no-progress",
     ])  # fmt: skip
-    assert status == 0 and "6 downloaded" in capsys.readouterr().out
-    assert len(list((tmp_path / "CBIS-DDSM").iterdir())) == 4
+    subjects = _first_patients(server, "Mass-Training", 1) + _first_patients(server, "Calc-Test", 1)
+    series = [s for s in server.listing if s["PatientID"] in subjects]
+    assert status == 0 and f"{len(series) + 2} downloaded" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "CBIS-DDSM").iterdir()) == sorted(subjects)
 
 
 def test_mini_mias_fetch_verifies_and_unpacks(server: MockServer, tmp_path: Path) -> None:
@@ -215,8 +270,8 @@ def test_mini_mias_fetch_verifies_and_unpacks(server: MockServer, tmp_path: Path
     assert again.skipped == ["mini-mias"] and server.requests["mias"] == 1
 
 
-def test_mini_mias_table_is_taken_from_the_readme(source_tree: Path, tmp_path: Path) -> None:
-    with MockServer(source_tree, build_mias_archive(info_in_readme=True)) as running:
+def test_mini_mias_table_is_taken_from_the_readme(collection: Collection, tmp_path: Path) -> None:
+    with MockServer(collection, build_mias_archive(info_in_readme=True)) as running:
         fetch_mini_mias(tmp_path, url=running.mias_url, policy=FAST, progress=False)
     rows = (tmp_path / "Info.txt").read_text().splitlines()
     assert rows[:3] == [
@@ -226,8 +281,8 @@ def test_mini_mias_table_is_taken_from_the_readme(source_tree: Path, tmp_path: P
     ]
 
 
-def test_mini_mias_corrupt_archive_leaves_nothing(source_tree: Path, tmp_path: Path) -> None:
-    with MockServer(source_tree, corrupted(build_mias_archive())) as running:
+def test_mini_mias_corrupt_archive_leaves_nothing(collection: Collection, tmp_path: Path) -> None:
+    with MockServer(collection, corrupted(build_mias_archive())) as running:
         with pytest.raises(FetchError, match="all-mias.tar.gz: corrupt archive"):
             fetch_mini_mias(tmp_path, url=running.mias_url, policy=FAST, progress=False)
         wrong = "0" * 64

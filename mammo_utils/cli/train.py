@@ -1,0 +1,67 @@
+"""``mammo train``: train one model on a processed folder and write its model directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mammo_utils.classes import LABEL_SCHEMES
+
+NAME = "train"
+HELP = "Train a baseline CNN or a transfer-learning backbone: model.keras, model_card.json."
+ORDER = 40
+
+#: ``mammo_utils.models.ARCHITECTURES``, repeated so ``mammo --help`` does not start
+#: TensorFlow (tests/test_train.py checks the two agree).
+ARCHITECTURES = ("baseline", "vgg16", "resnet50", "mobilenetv2", "densenet121")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True,
+                        help="processed folder holding manifest.csv and preprocess_config.json")
+    parser.add_argument("--model", default="baseline", choices=ARCHITECTURES,
+                        help="architecture (default: baseline)")
+    parser.add_argument("--weights", default="none",
+                        help="backbone weights: none, imagenet, or a weights file path "
+                        "(a Keras *_notop.h5 or a .weights.h5 from save_backbone_weights)")
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="epochs (for backbones: of the head stage)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=0,
+                        help="backbones: epochs fine-tuning the top of the backbone")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-5)
+    parser.add_argument("--balance", default="class_weight",
+                        choices=("class_weight", "oversample", "none"),
+                        help="class imbalance handling (default: class_weight)")
+    parser.add_argument("--label-scheme", default="four_class", choices=LABEL_SCHEMES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=5,
+                        help="early-stopping patience in epochs on validation loss")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard logs under OUT/tensorboard")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mammo_utils.models import WeightsUnavailableError
+    from mammo_utils.pipeline import ManifestError
+    from mammo_utils.train import train
+
+    try:
+        result = train(
+            args.data, args.model, args.weights, args.epochs, args.batch_size, args.out,
+            label_scheme=args.label_scheme, seed=args.seed, learning_rate=args.learning_rate,
+            fine_tune_epochs=args.fine_tune_epochs,
+            fine_tune_learning_rate=args.fine_tune_learning_rate, balance=args.balance,
+            patience=args.patience, tensorboard=args.tensorboard, verbose=1,
+        )
+    except (ManifestError, WeightsUnavailableError, FileNotFoundError, ValueError) as err:
+        print(f"mammo train: {err}", file=sys.stderr)
+        return 2
+    metrics = result.card.validation_metrics
+    print(f"{result.card.model_name}: best epoch {result.card.best_epoch}, validation "
+          f"accuracy {metrics['accuracy']:.3f}, macro ROC-AUC {metrics['macro_roc_auc']:.3f}")
+    print(f"wrote {result.model_dir}")
+    return 0

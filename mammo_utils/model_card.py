@@ -1,0 +1,155 @@
+"""The model card: what a trained model is, how it was made, and how to load it safely.
+
+A model directory holds ``model.keras``, ``model_card.json`` and ``history.csv``. The card
+is the only source of the class order (output unit ``i`` is ``classes[i]``), the input
+size and the preprocessing a model expects. :func:`load_model_dir` refuses a directory
+whose card is missing, malformed or disagrees with the saved model, so a model can never
+be read with the wrong labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mammo_utils.classes import LABEL_SCHEMES, scheme_classes
+from mammo_utils.versions import library_versions
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "model_card.json"
+HISTORY_FILE = "history.csv"
+
+
+class ModelDirectoryError(RuntimeError):
+    """A model directory that cannot be used; ``str(err)`` names the folder and reason."""
+
+    def __init__(self, folder: str | Path, reason: str) -> None:
+        self.folder = Path(folder)
+        self.reason = reason
+        super().__init__(f"{self.folder}: {reason}")
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use, compare and reproduce one trained model."""
+
+    model_name: str
+    architecture: str
+    classes: list[str]
+    label_scheme: str
+    task: str
+    image_size: int
+    working_size: list[int] | None = None
+    preprocessing: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+    best_epoch: int | None = None
+    validation_metrics: dict = field(default_factory=dict)
+    parameter_count: int = 0
+    seed: int | None = None
+    versions: dict = field(default_factory=library_versions)
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def __post_init__(self) -> None:
+        self.classes = list(self.classes)
+        if self.label_scheme not in LABEL_SCHEMES:
+            raise ValueError(
+                f"unknown label scheme {self.label_scheme!r}; expected one of {LABEL_SCHEMES}"
+            )
+        if tuple(self.classes) != scheme_classes(self.label_scheme):
+            raise ValueError(
+                f"classes {self.classes} are not the {self.label_scheme} order "
+                f"{list(scheme_classes(self.label_scheme))}"
+            )
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+
+    def to_json(self) -> str:
+        """The card as indented JSON (keys in field order)."""
+        return json.dumps(asdict(self), indent=2, default=_json_default) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> ModelCard:
+        """Parse a card; unknown keys are refused so a typo cannot pass unnoticed."""
+        values = json.loads(text) if isinstance(text, str) else dict(text)
+        if not isinstance(values, dict):
+            raise ValueError("a model card must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model card fields: {', '.join(unknown)}")
+        return cls(**values)
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``model_card.json`` into ``model_dir`` atomically."""
+        path = Path(model_dir) / CARD_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(self.to_json())
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> ModelCard:
+        """Read the card of a model directory, or raise :class:`ModelDirectoryError`."""
+        folder = Path(model_dir)
+        path = folder / CARD_FILE
+        if not path.is_file():
+            raise ModelDirectoryError(folder, f"no {CARD_FILE}")
+        try:
+            return cls.from_json(path.read_text())
+        except (ValueError, TypeError) as exc:
+            raise ModelDirectoryError(folder, f"invalid {CARD_FILE}: {exc}") from exc
+
+
+def _json_default(value):
+    """numpy scalars and paths written by training code."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def check_model_matches_card(model, card: ModelCard, folder: str | Path = "model") -> None:
+    """Raise :class:`ModelDirectoryError` when the model's input or output shape disagrees
+    with the card (``[batch, image_size, image_size, 1]`` in, ``len(classes)`` out)."""
+    expected_input = (card.image_size, card.image_size, 1)
+    actual_input = tuple(model.input_shape[1:])
+    if actual_input != expected_input:
+        raise ModelDirectoryError(
+            folder, f"model input {actual_input} disagrees with the card's {expected_input}"
+        )
+    units = model.output_shape[-1]
+    if units != len(card.classes):
+        raise ModelDirectoryError(
+            folder, f"model has {units} output units but the card lists "
+            f"{len(card.classes)} classes {card.classes}",
+        )
+
+
+def load_model_dir(model_dir: str | Path):
+    """Load ``(model, card)`` from a model directory, checking that they agree.
+
+    The model is read with ``safe_mode=True`` (no arbitrary code) and ``compile=False``
+    (inference only).
+    """
+    import keras  # deferred: reading a card alone must not start TensorFlow
+
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ModelDirectoryError(folder, "model directory does not exist")
+    card = ModelCard.load(folder)
+    model_path = folder / MODEL_FILE
+    if not model_path.is_file():
+        raise ModelDirectoryError(folder, f"no {MODEL_FILE}")
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    except Exception as exc:  # Keras raises many types for a damaged or foreign file
+        raise ModelDirectoryError(folder, f"cannot load {MODEL_FILE}: {exc}") from exc
+    check_model_matches_card(model, card, folder)
+    return model, card

@@ -1,0 +1,278 @@
+"""The baseline CNN and the ``keras.applications`` transfer-learning backbones.
+
+Every model takes ``float32 [batch, size, size, 1]`` grayscale in [0, 1] and ends in a
+softmax over the label scheme's classes. For backbones, the grayscale-to-RGB step and
+the backbone's own ``preprocess_input`` live inside the model as plain Keras layers
+(``Concatenate`` and ``Normalization`` holding the backbone's constants), so a saved
+model loads with ``safe_mode=True`` and needs no custom code.
+
+ImageNet weights come from the Keras cache (``$KERAS_HOME/models`` or
+``~/.keras/models``) or are downloaded by Keras; on a machine without internet
+:func:`build_model` fails within seconds and says how to supply the weights instead:
+copy the Keras ``*_notop.h5`` file into the cache, or pass its path (or a file written by
+:func:`save_backbone_weights`) as ``weights``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+#: Architectures :func:`build_model` knows, baseline first.
+ARCHITECTURES: tuple[str, ...] = ("baseline", "vgg16", "resnet50", "mobilenetv2", "densenet121")
+
+#: Name of the nested backbone model inside a transfer-learning model.
+BACKBONE_LAYER = "backbone"
+
+_DOWNLOAD_HOST = "storage.googleapis.com"
+_MOBILENET_ROWS = (96, 128, 160, 192, 224)
+
+
+@dataclass(frozen=True)
+class _Backbone:
+    """How to build one ``keras.applications`` backbone and feed it."""
+
+    constructor: str
+    #: ``preprocess_input`` of the backbone on [0, 1] input, written as
+    #: ``(x - mean) / std`` per RGB channel.
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    min_size: int
+
+    def weights_file(self, size: int) -> str:
+        """Name of the no-top ImageNet weights file Keras downloads for this input size."""
+        if self.constructor == "MobileNetV2":
+            rows = size if size in _MOBILENET_ROWS else 224
+            return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+        return f"{self.constructor.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+# "caffe" mode (VGG16, ResNet50): RGB->BGR, 0..255, minus the ImageNet BGR means. The
+# three channels of a grayscale image are equal, so the channel swap only reorders means.
+_CAFFE_MEAN = tuple(m / 255.0 for m in (103.939, 116.779, 123.68))
+_CAFFE_STD = (1 / 255.0,) * 3
+
+_BACKBONES: dict[str, _Backbone] = {
+    "vgg16": _Backbone("VGG16", _CAFFE_MEAN, _CAFFE_STD, 32),
+    "resnet50": _Backbone("ResNet50", _CAFFE_MEAN, _CAFFE_STD, 32),
+    # "tf" mode: scale to [-1, 1].
+    "mobilenetv2": _Backbone("MobileNetV2", (0.5,) * 3, (0.5,) * 3, 32),
+    # "torch" mode: ImageNet mean and standard deviation on [0, 1].
+    "densenet121": _Backbone("DenseNet121", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 32),
+}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights are neither cached nor downloadable from this machine."""
+
+
+def keras_cache_dirs() -> list[Path]:
+    """Folders where Keras looks for downloaded application weights, in its order."""
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+    return [home / "models", Path("/tmp/.keras/models")]
+
+
+def _host_reachable(host: str, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_imagenet_weights_available(architecture: str, image_size: int) -> None:
+    """Fail fast, before Keras tries a download that would hang on an offline machine.
+
+    Passes when the weights file is in the Keras cache or the download host answers
+    within a few seconds; otherwise raises :class:`WeightsUnavailableError` saying how
+    to provide the weights offline.
+    """
+    spec = _backbone_spec(architecture)
+    filename = spec.weights_file(image_size)
+    if any((folder / filename).is_file() for folder in keras_cache_dirs()):
+        return
+    if _host_reachable(_DOWNLOAD_HOST):
+        return
+    raise WeightsUnavailableError(
+        f"ImageNet weights for {architecture} are not in the Keras cache and "
+        f"{_DOWNLOAD_HOST} cannot be reached. To work offline, copy {filename} into "
+        f"{keras_cache_dirs()[0]} (or set KERAS_HOME), or pass the file's path as "
+        f"weights (--weights PATH); a file written by save_backbone_weights() also works."
+    )
+
+
+def _backbone_spec(architecture: str) -> _Backbone:
+    try:
+        return _BACKBONES[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
+
+
+def _conv_block(x, filters: int, index: int, dropout: float, l2: float):
+    """Two 3x3 convolutions with batch normalization, then max pooling and dropout."""
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for repeat in range(2):
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer,
+            name=f"block{index}_conv{repeat + 1}",
+        )(x)
+        x = keras.layers.BatchNormalization(
+            momentum=0.9, name=f"block{index}_bn{repeat + 1}"
+        )(x)
+        x = keras.layers.ReLU(name=f"block{index}_relu{repeat + 1}")(x)
+    x = keras.layers.MaxPooling2D(name=f"block{index}_pool")(x)
+    return keras.layers.Dropout(dropout / 2, name=f"block{index}_dropout")(x)
+
+
+def _baseline(inputs, num_classes: int, dropout: float, l2: float, filters: tuple[int, ...]):
+    x = inputs
+    for index, width in enumerate(filters, start=1):
+        x = _conv_block(x, width, index, dropout, l2)
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    x = keras.layers.Dense(
+        64, activation="relu", kernel_regularizer=keras.regularizers.L2(l2), name="dense"
+    )(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+
+
+def _load_backbone(architecture: str, image_size: int, weights: str | Path):
+    """The backbone without its top, with ImageNet, no or local weights."""
+    spec = _backbone_spec(architecture)
+    if image_size < spec.min_size:
+        raise ValueError(f"{architecture} needs an input of at least {spec.min_size} pixels")
+    constructor = getattr(keras.applications, spec.constructor)
+    keras_weights = None
+    if weights == "imagenet":
+        ensure_imagenet_weights_available(architecture, image_size)
+        keras_weights = "imagenet"
+    backbone = constructor(
+        include_top=False, weights=keras_weights, input_shape=(image_size, image_size, 3),
+        name=BACKBONE_LAYER,
+    )
+    if weights not in ("none", "imagenet", None):
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file {path} does not exist")
+        backbone.load_weights(str(path))
+    return backbone
+
+
+def _transfer(inputs, architecture: str, num_classes: int, image_size: int,
+              weights: str | Path, dropout: float, l2: float):
+    spec = _backbone_spec(architecture)
+    rgb = keras.layers.Concatenate(name="grayscale_to_rgb")([inputs, inputs, inputs])
+    x = keras.layers.Normalization(
+        mean=list(spec.mean), variance=[s * s for s in spec.std], name="backbone_preprocess"
+    )(rgb)
+    backbone = _load_backbone(architecture, image_size, weights)
+    # Pretrained: training=False keeps BatchNormalization in inference mode in both stages,
+    # so small batches never disturb the learned statistics. From scratch the statistics
+    # must be learned, so BatchNormalization follows the training phase.
+    pretrained = weights not in ("none", None)
+    x = backbone(x, training=False if pretrained else None)
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(
+        num_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2),
+        name="predictions",
+    )(x)
+
+
+def build_model(
+    architecture: str,
+    num_classes: int,
+    image_size: int,
+    *,
+    weights: str | Path = "none",
+    dropout: float = 0.3,
+    l2: float = 1e-4,
+    baseline_filters: tuple[int, ...] = (32, 64, 128),
+) -> keras.Model:
+    """A classifier taking ``[batch, image_size, image_size, 1]`` in [0, 1].
+
+    ``weights`` applies to backbones: ``"none"`` (random), ``"imagenet"`` (Keras cache or
+    download; fails fast offline) or the path of a backbone weights file (a Keras
+    ``*_notop.h5`` or a ``.weights.h5`` from :func:`save_backbone_weights`).
+    ``baseline_filters`` sets the width of each baseline block (3 or 4 blocks).
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    if architecture == "baseline":
+        if weights not in ("none", None):
+            raise ValueError("the baseline CNN has no pretrained weights; use weights='none'")
+        outputs = _baseline(inputs, num_classes, dropout, l2, baseline_filters)
+    else:
+        outputs = _transfer(inputs, architecture, num_classes, image_size, weights, dropout, l2)
+    return keras.Model(inputs, outputs, name=architecture)
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The nested backbone of a transfer-learning model, or None for the baseline."""
+    try:
+        return model.get_layer(BACKBONE_LAYER)
+    except ValueError:
+        return None
+
+
+def set_backbone_trainable(
+    model: keras.Model, stage: str, fine_tune_fraction: float = 0.3
+) -> None:
+    """Set which backbone layers train; recompile the model afterwards.
+
+    ``"head"``: the whole backbone frozen (first stage with pretrained weights).
+    ``"finetune"``: the top ``fine_tune_fraction`` of its layers unfrozen, except
+    BatchNormalization layers, which stay frozen (a pretrained backbone is called with
+    ``training=False``, so their statistics never move either). ``"full"``: every layer
+    trains (a backbone learned from scratch, ``weights="none"``).
+    """
+    backbone = backbone_of(model)
+    if backbone is None:
+        raise ValueError(f"model {model.name!r} has no backbone to freeze or fine-tune")
+    if stage in ("head", "full"):
+        backbone.trainable = stage == "full"
+        for layer in backbone.layers:
+            layer.trainable = stage == "full"
+        return
+    if stage != "finetune":
+        raise ValueError(f"stage must be 'head', 'finetune' or 'full', got {stage!r}")
+    if not 0.0 < fine_tune_fraction <= 1.0:
+        raise ValueError(f"fine_tune_fraction must be in (0, 1], got {fine_tune_fraction}")
+    backbone.trainable = True
+    first_trainable = int(round(len(backbone.layers) * (1.0 - fine_tune_fraction)))
+    for position, layer in enumerate(backbone.layers):
+        frozen = position < first_trainable or isinstance(
+            layer, keras.layers.BatchNormalization
+        )
+        layer.trainable = not frozen
+
+
+def save_backbone_weights(model: keras.Model, path: str | Path) -> Path:
+    """Write the backbone's weights to ``path`` (must end in ``.weights.h5``) for reuse
+    as ``build_model(..., weights=path)`` on a machine without internet."""
+    backbone = backbone_of(model)
+    if backbone is None:
+        raise ValueError(f"model {model.name!r} has no backbone")
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise ValueError(f"backbone weights file name must end in .weights.h5: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backbone.save_weights(str(path))
+    return path
+
+
+def parameter_count(model: keras.Model) -> int:
+    """Total number of weights (trainable and not)."""
+    return int(sum(np.prod(weight.shape) for weight in model.weights))

@@ -1,0 +1,255 @@
+"""tf.data input pipelines from a preprocessing manifest.
+
+A manifest (``manifest.csv`` beside ``preprocess_config.json``, see docs/architecture.md)
+lists 16-bit grayscale PNGs with their ``split`` and canonical ``label``. This module
+turns one split into batches of ``(float32 [batch, size, size, 1] in [0, 1], int32 label)``
+where the label is the output index under a label scheme
+(:func:`mammo_utils.classes.scheme_classes` order, which also keeps units for classes
+absent from the data).
+
+Training batches are augmented (rotation, flips, zoom, brightness, contrast) with
+stateless random ops whose seeds come from one seeded stream, shuffled with a seed and
+repeated without end, so the same seed gives the same batches. Class imbalance is
+handled by class weights (default, :func:`class_weights`) or by oversampling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from mammo_utils.classes import label_index, scheme_classes
+
+MANIFEST_NAME = "manifest.csv"
+CONFIG_NAME = "preprocess_config.json"
+BALANCE_MODES: tuple[str, ...] = ("class_weight", "oversample", "none")
+
+_REQUIRED_COLUMNS = ("path", "split", "label")
+_PNG_MAX = 65535.0
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot feed a pipeline; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded manifest: its rows (``path`` made absolute), source file and config."""
+
+    frame: pd.DataFrame
+    source: Path | None = None
+    config: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> pd.DataFrame:
+        """Rows of one split, in manifest order (the order a pipeline yields them)."""
+        rows = self.frame[self.frame["split"] == name].reset_index(drop=True)
+        if rows.empty:
+            raise ManifestError(f"{self._where}: split {name!r} has no rows")
+        return rows
+
+    @property
+    def image_size(self) -> int:
+        """Patch or image size: from preprocess_config.json, else from the first PNG."""
+        if "size" in self.config:
+            return int(self.config["size"])
+        first = tf.io.decode_png(tf.io.read_file(self.frame["path"].iloc[0]), dtype=tf.uint16)
+        return int(first.shape[0])
+
+    @property
+    def _where(self) -> str:
+        return str(self.source) if self.source else "manifest"
+
+
+def load_manifest(source: str | Path | pd.DataFrame | Manifest) -> Manifest:
+    """Read a manifest from a processed folder, a ``manifest.csv`` or a DataFrame.
+
+    Relative ``path`` values are resolved against the manifest's folder (for a DataFrame,
+    the current directory). ``preprocess_config.json`` beside the manifest is read when
+    present.
+    """
+    if isinstance(source, Manifest):
+        return source
+    if isinstance(source, pd.DataFrame):
+        frame, root, path, config = source.copy(), Path.cwd(), None, {}
+    else:
+        path = Path(source)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        if not path.is_file():
+            raise ManifestError(f"{path}: manifest not found")
+        root = path.parent
+        frame = pd.read_csv(path)
+        config_path = root / CONFIG_NAME
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    missing = [column for column in _REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path or 'manifest'}: missing columns {', '.join(missing)}")
+    frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"]]
+    return Manifest(frame=frame, source=path, config=config)
+
+
+def encode_labels(labels, scheme: str = "four_class") -> np.ndarray:
+    """Output indices (int32) of canonical class names under ``scheme``."""
+    return np.asarray([label_index(label, scheme) for label in labels], dtype=np.int32)
+
+
+def class_weights(labels, scheme: str = "four_class") -> dict[int, float]:
+    """Balanced class weights ``n / (k * n_c)`` over the ``k`` classes present.
+
+    Every output unit of the scheme gets a key (Keras wants them all); classes absent
+    from ``labels`` get weight 1.0, which never applies since no example carries them.
+    """
+    indices = encode_labels(labels, scheme)
+    counts = np.bincount(indices, minlength=len(scheme_classes(scheme)))
+    present = int(np.count_nonzero(counts))
+    return {
+        index: float(len(indices) / (present * count)) if count else 1.0
+        for index, count in enumerate(counts)
+    }
+
+
+def decode_png(path: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A 16-bit grayscale PNG as ``float32 [image_size, image_size, 1]`` in [0, 1]."""
+    image = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint16)
+    image = tf.cast(image, tf.float32) / _PNG_MAX
+    if image.shape[0] != image_size or image.shape[1] != image_size:
+        image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.ensure_shape(image, (image_size, image_size, 1))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random geometric and intensity changes for training batches."""
+
+    rotation_degrees: float = 20.0
+    zoom: float = 0.2
+    horizontal_flip: bool = True
+    vertical_flip: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.2
+
+    def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Augment one ``[h, w, 1]`` image; ``seed`` is an int64 pair (stateless ops)."""
+        seeds = tf.random.experimental.stateless_split(seed, num=6)
+        if self.horizontal_flip:
+            image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+        if self.vertical_flip:
+            image = tf.image.stateless_random_flip_up_down(image, seeds[1])
+        image = self._rotate_and_zoom(image, seeds[2], seeds[3])
+        if self.brightness:
+            image = tf.image.stateless_random_brightness(image, self.brightness, seeds[4])
+        if self.contrast:
+            image = tf.image.stateless_random_contrast(
+                image, 1.0 - self.contrast, 1.0 + self.contrast, seeds[5]
+            )
+        return tf.clip_by_value(image, 0.0, 1.0)
+
+    def _rotate_and_zoom(self, image: tf.Tensor, angle_seed, zoom_seed) -> tf.Tensor:
+        """One affine warp about the centre: rotation, then isotropic zoom; edges reflect."""
+        limit = math.radians(self.rotation_degrees)
+        angle = tf.random.stateless_uniform([], angle_seed, -limit, limit)
+        scale = tf.random.stateless_uniform([], zoom_seed, 1.0 - self.zoom, 1.0 + self.zoom)
+        height = tf.cast(tf.shape(image)[0], tf.float32)
+        width = tf.cast(tf.shape(image)[1], tf.float32)
+        cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+        # The transform maps output pixel (x, y) to the input pixel sampled there.
+        a0, a1 = tf.cos(angle) / scale, -tf.sin(angle) / scale
+        b0, b1 = tf.sin(angle) / scale, tf.cos(angle) / scale
+        transform = tf.stack(
+            [a0, a1, cx - a0 * cx - a1 * cy, b0, b1, cy - b0 * cx - b1 * cy, 0.0, 0.0]
+        )
+        warped = tf.raw_ops.ImageProjectiveTransformV3(
+            images=image[tf.newaxis],
+            transforms=transform[tf.newaxis],
+            output_shape=tf.shape(image)[:2],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
+        return warped[0]
+
+
+def _decoded(rows: pd.DataFrame, scheme: str, image_size: int, cache: bool | str):
+    labels = encode_labels(rows["label"], scheme)
+    dataset = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(str), labels))
+    dataset = dataset.map(
+        lambda path, label: (decode_png(path, image_size), label),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if cache is True:
+        return dataset.cache()
+    if cache:
+        return dataset.cache(str(cache))
+    return dataset
+
+
+def make_dataset(
+    manifest: str | Path | pd.DataFrame | Manifest,
+    split: str,
+    *,
+    label_scheme: str = "four_class",
+    batch_size: int = 32,
+    image_size: int | None = None,
+    training: bool | None = None,
+    augmentation: Augmentation | None = None,
+    balance: str = "class_weight",
+    seed: int = 0,
+    cache: bool | str = True,
+) -> tf.data.Dataset:
+    """Batches of one split as ``(images, labels)``.
+
+    ``training`` (default: ``split == "train"``) turns on augmentation, seeded shuffling
+    and endless repetition (pass ``steps_per_epoch`` to ``fit``, see
+    :func:`steps_per_epoch`); otherwise the split is read once, in manifest order, so
+    predictions line up with :meth:`Manifest.split`. ``balance="oversample"`` draws
+    every present class equally often (training only); with ``"class_weight"`` pass
+    :func:`class_weights` to ``fit``. ``cache``: True keeps decoded images in memory, a
+    path caches them on disk, False decodes every time.
+    """
+    if balance not in BALANCE_MODES:
+        raise ValueError(f"balance must be one of {', '.join(BALANCE_MODES)}, got {balance!r}")
+    manifest = load_manifest(manifest)
+    rows = manifest.split(split)
+    size = image_size or manifest.image_size
+    training = split == "train" if training is None else training
+    dataset = _decoded(rows, label_scheme, size, cache)
+    if not training:
+        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    if balance == "oversample":
+        dataset = _oversampled(dataset, encode_labels(rows["label"], label_scheme), seed)
+    else:
+        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
+    augment = augmentation or Augmentation()
+    element_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    dataset = tf.data.Dataset.zip(dataset, element_seeds).map(
+        lambda example, pair: (augment(example[0], pair), example[1]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _oversampled(dataset: tf.data.Dataset, labels: np.ndarray, seed: int) -> tf.data.Dataset:
+    """An endless stream drawing each present class with equal probability."""
+    per_class = []
+    for index in np.unique(labels):
+        count = int(np.count_nonzero(labels == index))
+        subset = dataset.filter(lambda _image, label, index=index: tf.equal(label, index))
+        per_class.append(
+            subset.shuffle(count, seed=seed + int(index), reshuffle_each_iteration=True).repeat()
+        )
+    return tf.data.Dataset.sample_from_datasets(
+        per_class, weights=[1.0 / len(per_class)] * len(per_class), seed=seed
+    )
+
+
+def steps_per_epoch(manifest: str | Path | pd.DataFrame | Manifest, split: str,
+                    batch_size: int) -> int:
+    """Batches that make one pass over a training split (at least 1)."""
+    return max(1, len(load_manifest(manifest).split(split)) // batch_size)

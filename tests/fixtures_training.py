@@ -1,0 +1,91 @@
+"""Training-stage fixtures: a tiny ROI data set with a known answer.
+
+Each class draws a shape a small CNN learns in seconds, on the same noisy tissue
+background: NORMAL is tissue alone, BENIGN_WITHOUT_CALLBACK scattered bright dots,
+BENIGN a round blob, MALIGNANT a spiky (stellate) blob. A model that scores poorly
+on it has a label-order or pipeline bug, not a hard problem. The layout matches the
+preprocess stage's output (manifest.csv, preprocess_config.json, 16-bit PNGs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils.classes import CLASSES
+
+KNOWN_ANSWER_SIZE = 32
+
+
+def _tissue(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth low-contrast background noise around mid grey."""
+    coarse = rng.normal(0.0, 1.0, (size // 4, size // 4)).astype(np.float32)
+    smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    return 0.35 + 0.04 * smooth + rng.normal(0.0, 0.01, (size, size)).astype(np.float32)
+
+
+def _draw(label: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    image = _tissue(rng, size)
+    canvas = np.zeros((size, size), np.float32)
+    centre = rng.uniform(size * 0.4, size * 0.6, 2)
+    cx, cy = int(centre[0]), int(centre[1])
+    if label == "BENIGN_WITHOUT_CALLBACK":
+        for x, y in rng.integers(4, size - 4, (int(rng.integers(6, 10)), 2)):
+            cv2.circle(canvas, (int(x), int(y)), 1, 1.0, -1)
+    elif label == "BENIGN":
+        cv2.circle(canvas, (cx, cy), int(rng.integers(6, 9)), 1.0, -1)
+        canvas = cv2.GaussianBlur(canvas, (5, 5), 1.5)
+    elif label == "MALIGNANT":
+        cv2.circle(canvas, (cx, cy), 3, 1.0, -1)
+        for angle in rng.uniform(0, 2 * np.pi, int(rng.integers(6, 9))):
+            length = rng.uniform(10, 14)
+            tip = (int(cx + length * np.cos(angle)), int(cy + length * np.sin(angle)))
+            cv2.line(canvas, (cx, cy), tip, 1.0, 1)
+    return np.clip(image + 0.45 * canvas, 0.0, 1.0)
+
+
+def write_known_answer_dataset(
+    out_dir: Path, patients: dict[str, int], size: int = KNOWN_ANSWER_SIZE, seed: int = 0
+) -> Path:
+    """Write one patch per class per patient, patients grouped into splits.
+
+    ``patients`` maps a split name to its number of patients. Returns the folder holding
+    ``manifest.csv`` and ``preprocess_config.json``.
+    """
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    patient = 0
+    for split, count in patients.items():
+        for _ in range(count):
+            patient += 1
+            for label in CLASSES:
+                item_id = f"P_{patient:05d}_{label}"
+                name = f"patches/{item_id}.png"
+                (out_dir / "patches").mkdir(exist_ok=True)
+                pixels = np.round(_draw(label, rng, size) * 65535).astype(np.uint16)
+                cv2.imwrite(str(out_dir / name), pixels)
+                rows.append({
+                    "path": name, "item_id": item_id, "image_id": f"P_{patient:05d}_LEFT_CC",
+                    "patient_id": f"P_{patient:05d}", "split": split, "label": label,
+                    "dataset": "known-answer", "kind": "normal" if label == "NORMAL" else "lesion",
+                })
+    pd.DataFrame(rows).to_csv(out_dir / "manifest.csv", index=False)
+    config = {"task": "roi", "size": size, "working_size": [320, 256], "normal_per_image": 1,
+              "jitter": 0, "seed": seed, "index_sha256": "known-answer",
+              "datasets": ["known-answer"]}
+    (out_dir / "preprocess_config.json").write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def known_answer_roi_data(tmp_path_factory) -> Path:
+    """Processed folder of known-answer patches: 48 train, 12 val, 8 test patients,
+    one 32x32 patch per class each."""
+    out = tmp_path_factory.mktemp("known_answer_roi")
+    return write_known_answer_dataset(out, {"train": 48, "val": 12, "test": 8})

@@ -1,0 +1,103 @@
+"""tf.data pipeline: decoding, label schemes, seeded augmentation and class balance."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils import pipeline
+from mammo_utils.classes import label_index
+
+
+def _images_and_labels(dataset) -> tuple[np.ndarray, np.ndarray]:
+    batches = list(dataset)
+    return (np.concatenate([b[0].numpy() for b in batches]),
+            np.concatenate([b[1].numpy() for b in batches]))
+
+
+def test_decode_png_gives_exact_unit_floats(tmp_path):
+    pixels = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    pixels = np.kron(pixels, np.ones((4, 4), dtype=np.uint16))
+    cv2.imwrite(str(tmp_path / "a.png"), pixels)
+    image = pipeline.decode_png(str(tmp_path / "a.png"), 8).numpy()
+    assert image.shape == (8, 8, 1) and image.dtype == np.float32
+    np.testing.assert_allclose(image[..., 0], pixels / 65535.0, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("scheme", ["four_class", "three_class", "malignant_vs_rest"])
+def test_eval_split_keeps_manifest_order_and_scheme_labels(known_answer_roi_data, scheme):
+    manifest = pipeline.load_manifest(known_answer_roi_data)
+    rows = manifest.split("val")
+    images, labels = _images_and_labels(
+        pipeline.make_dataset(manifest, "val", label_scheme=scheme, batch_size=7)
+    )
+    assert images.shape == (len(rows), 32, 32, 1)
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert labels.tolist() == [label_index(label, scheme) for label in rows["label"]]
+    first = pipeline.decode_png(rows["path"][0], 32).numpy()
+    np.testing.assert_array_equal(images[0], first)  # no augmentation outside training
+
+
+def test_training_batches_repeat_with_seed_and_differ_without(known_answer_roi_data):
+    def first_batches(seed):
+        dataset = pipeline.make_dataset(known_answer_roi_data, "train", batch_size=16, seed=seed)
+        return [batch[0].numpy() for batch in dataset.take(3)]
+
+    same, again, other = first_batches(3), first_batches(3), first_batches(4)
+    for left, right in zip(same, again, strict=True):
+        np.testing.assert_array_equal(left, right)
+    assert not np.array_equal(same[0], other[0])
+
+
+def test_training_is_endless_and_augmented(known_answer_roi_data):
+    manifest = pipeline.load_manifest(known_answer_roi_data)
+    n_train = len(manifest.split("train"))
+    dataset = pipeline.make_dataset(manifest, "train", batch_size=32, seed=0)
+    steps = pipeline.steps_per_epoch(manifest, "train", 32)
+    batches = list(dataset.take(2 * steps + 1))  # more than one pass
+    assert len(batches) == 2 * steps + 1
+    images = np.concatenate([b[0].numpy() for b in batches])
+    assert images.shape[1:] == (32, 32, 1) and images.min() >= 0 and images.max() <= 1
+    plain, _ = _images_and_labels(pipeline.make_dataset(manifest, "train", training=False))
+    # An augmented image is (almost surely) none of the plain decoded images.
+    distances = ((images[:8, None] - plain[None]) ** 2).sum(axis=(2, 3, 4)).min(axis=1)
+    assert (distances > 1e-3).all()
+    assert n_train // 32 == steps
+
+
+def test_class_weights_balance_present_classes_and_keep_absent_units():
+    weights = pipeline.class_weights(["NORMAL"] * 6 + ["MALIGNANT"] * 2)
+    assert set(weights) == {0, 1, 2, 3}
+    assert weights[0] * 6 == pytest.approx(weights[3] * 2)  # equal total weight per class
+    assert weights[1] == weights[2] == 1.0
+    assert pipeline.class_weights(["BENIGN", "BENIGN_WITHOUT_CALLBACK"], "three_class") == {
+        0: 1.0, 1: 1.0, 2: 1.0
+    }
+
+
+def test_oversampling_draws_classes_evenly(known_answer_roi_data):
+    frame = pd.read_csv(known_answer_roi_data / "manifest.csv")
+    frame["path"] = [str(known_answer_roi_data / p) for p in frame["path"]]
+    train = frame[frame["split"] == "train"]
+    # Keep every NORMAL patch but only 8 of each other class: 48 vs 8.
+    skewed = pd.concat([train[train["label"] == "NORMAL"],
+                        train[train["label"] != "NORMAL"].groupby("label").head(8)])
+    dataset = pipeline.make_dataset(skewed, "train", batch_size=64, balance="oversample", seed=1)
+    _, labels = _images_and_labels(dataset.take(8))
+    shares = np.bincount(labels, minlength=4) / len(labels)
+    np.testing.assert_allclose(shares, 0.25, atol=0.06)
+
+
+def test_manifest_errors_name_the_file_and_reason(tmp_path, known_answer_roi_data):
+    with pytest.raises(pipeline.ManifestError, match="manifest not found"):
+        pipeline.load_manifest(tmp_path)
+    broken = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": ["a.png"], "split": ["train"]}).to_csv(broken, index=False)
+    with pytest.raises(pipeline.ManifestError, match=f"{broken}.*missing columns label"):
+        pipeline.load_manifest(broken)
+    with pytest.raises(pipeline.ManifestError, match="split 'holdout' has no rows"):
+        pipeline.make_dataset(known_answer_roi_data, "holdout")
+    with pytest.raises(ValueError, match="balance must be one of"):
+        pipeline.make_dataset(known_answer_roi_data, "train", balance="smote")

@@ -1,0 +1,187 @@
+"""Training end to end: known answer, reproducibility, model directory and card, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_utils import models, pipeline
+from mammo_utils.classes import scheme_classes
+from mammo_utils.cli import main as mammo
+from mammo_utils.cli.train import ARCHITECTURES
+from mammo_utils.model_card import (
+    CARD_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    ModelCard,
+    ModelDirectoryError,
+    load_model_dir,
+)
+from mammo_utils.train import macro_roc_auc, train
+
+
+@pytest.fixture(scope="module")
+def trained_baseline(known_answer_roi_data, tmp_path_factory):
+    """The baseline trained on the known-answer patches (about 20 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("models") / "baseline"
+    return train(known_answer_roi_data, "baseline", "none", epochs=12, batch_size=16,
+                 out_dir=out, seed=0, patience=8, verbose=0)
+
+
+@pytest.mark.slow
+def test_baseline_learns_the_known_answer(trained_baseline):
+    metrics = trained_baseline.card.validation_metrics
+    assert metrics["macro_roc_auc"] >= 0.85, metrics
+    assert set(metrics["roc_auc_per_class"]) == set(scheme_classes("four_class"))
+    assert metrics["n"] == 48
+
+
+@pytest.mark.slow
+def test_model_directory_reloads_with_identical_predictions(trained_baseline,
+                                                           known_answer_roi_data):
+    folder = trained_baseline.model_dir
+    assert {MODEL_FILE, CARD_FILE, HISTORY_FILE} <= {p.name for p in folder.iterdir()}
+    model, card = load_model_dir(folder)
+    test = pipeline.make_dataset(known_answer_roi_data, "test", batch_size=8)
+    np.testing.assert_allclose(
+        model.predict(test, verbose=0), trained_baseline.model.predict(test, verbose=0),
+        atol=1e-6,
+    )
+    assert card.to_json() == trained_baseline.card.to_json()
+
+
+@pytest.mark.slow
+def test_card_records_class_order_and_provenance(trained_baseline, known_answer_roi_data):
+    card = ModelCard.load(trained_baseline.model_dir)
+    assert card.classes == list(scheme_classes("four_class"))
+    # The label order of training is the card's: label_index(c) is unit i for classes[i].
+    rows = pipeline.load_manifest(known_answer_roi_data).split("val")
+    labels = pipeline.encode_labels(rows["label"], card.label_scheme)
+    assert [card.classes[i] for i in labels] == rows["label"].tolist()
+    assert card.image_size == 32 and card.working_size == [320, 256] and card.task == "roi"
+    assert card.preprocessing["size"] == 32
+    assert len(card.data["manifest_sha256"]) == 64 and len(card.data["split_sha256"]) == 64
+    assert card.data["counts"]["train"]["MALIGNANT"] == 48
+    history = pd.read_csv(trained_baseline.model_dir / HISTORY_FILE)
+    assert card.best_epoch == int(history["val_loss"].idxmin()) + 1
+    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
+    assert card.parameter_count == trained_baseline.model.count_params()
+    assert card.training["training_time_s"] > 0 and card.seed == 0
+    assert card.training["class_weight"] == {name: 1.0 for name in card.classes}
+    assert "tensorflow" in json.dumps(card.versions)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_first_epoch_loss(known_answer_roi_data, tmp_path):
+    def first_loss(name, seed):
+        result = train(known_answer_roi_data, "baseline", epochs=1, batch_size=32,
+                       out_dir=tmp_path / name, seed=seed, verbose=0)
+        return result.history["loss"].iloc[0]
+
+    reference = first_loss("a", 5)
+    assert first_loss("b", 5) == reference
+    assert first_loss("c", 6) != reference
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_trains_head_then_fine_tunes(known_answer_roi_data, tmp_path):
+    weights = models.save_backbone_weights(
+        models.build_model("mobilenetv2", 2, 32), tmp_path / "pretrained.weights.h5"
+    )
+    result = train(known_answer_roi_data, "mobilenetv2", weights, epochs=1, batch_size=32,
+                   out_dir=tmp_path / "mnv2", label_scheme="malignant_vs_rest",
+                   fine_tune_epochs=1, verbose=0)
+    assert len(result.history) == 2  # one head epoch, one fine-tune epoch
+    assert result.history["learning_rate"].tolist() == pytest.approx([1e-3, 1e-5])
+    assert result.card.training["stages"] == ["head", "finetune"]
+    model, card = load_model_dir(result.model_dir)
+    assert card.classes == ["NOT_MALIGNANT", "MALIGNANT"] and model.output_shape == (None, 2)
+    assert card.training["fine_tune_epochs"] == 1
+
+
+def test_patient_in_two_splits_is_refused_before_training(known_answer_roi_data, tmp_path):
+    frame = pd.read_csv(known_answer_roi_data / "manifest.csv")
+    frame.loc[frame.index[0], "split"] = "val"  # one patch of a train patient moves to val
+    frame["path"] = [str(known_answer_roi_data / p) for p in frame["path"]]
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    frame.to_csv(leaky / "manifest.csv", index=False)
+    with pytest.raises(ValueError, match="P_00001"):
+        train(leaky, "baseline", epochs=1, out_dir=tmp_path / "never", verbose=0)
+    assert not (tmp_path / "never" / MODEL_FILE).exists()
+
+
+def _tiny_model_dir(folder, image_size=32, units=4):
+    model = models.build_model("baseline", units, image_size, baseline_filters=(4, 8, 8))
+    folder.mkdir(parents=True)
+    model.save(folder / MODEL_FILE)
+    ModelCard(model_name="tiny", architecture="baseline", classes=list(scheme_classes()),
+              label_scheme="four_class", task="roi", image_size=32).save(folder)
+    return folder
+
+
+def test_model_directory_that_disagrees_with_its_card_is_refused(tmp_path):
+    ok = _tiny_model_dir(tmp_path / "ok")
+    model, card = load_model_dir(ok)
+    assert card.classes == list(scheme_classes()) and model.output_shape == (None, 4)
+
+    wrong_units = _tiny_model_dir(tmp_path / "units", units=3)
+    with pytest.raises(ModelDirectoryError, match=r"units.*3 output units.*4 classes"):
+        load_model_dir(wrong_units)
+    wrong_size = _tiny_model_dir(tmp_path / "size", image_size=48)
+    with pytest.raises(ModelDirectoryError, match=r"size.*\(48, 48, 1\).*\(32, 32, 1\)"):
+        load_model_dir(wrong_size)
+
+    card_path = ok / CARD_FILE
+    values = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**values, "classes": ["MALIGNANT", "NORMAL"]}))
+    with pytest.raises(ModelDirectoryError, match=r"invalid model_card.json.*not the four_class"):
+        load_model_dir(ok)
+    card_path.write_text("{not json")
+    with pytest.raises(ModelDirectoryError, match=str(ok)):
+        load_model_dir(ok)
+    card_path.unlink()
+    with pytest.raises(ModelDirectoryError, match="no model_card.json"):
+        load_model_dir(ok)
+
+
+def test_card_json_round_trip_and_unknown_fields():
+    card = ModelCard(model_name="m", architecture="baseline", classes=["NORMAL", "BENIGN",
+                     "MALIGNANT"], label_scheme="three_class", task="image", image_size=64,
+                     training={"class_weight": {0: np.float64(1.5)}}, parameter_count=10)
+    again = ModelCard.from_json(card.to_json())
+    assert again.classes == card.classes and again.training["class_weight"] == {"0": 1.5}
+    with pytest.raises(ValueError, match="unknown model card fields: colour"):
+        ModelCard.from_json({**json.loads(card.to_json()), "colour": "red"})
+
+
+def test_macro_roc_auc_skips_classes_without_positives():
+    labels = np.array([0, 0, 1, 1])
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0], [0.6, 0.4, 0.0]])
+    macro, per_class = macro_roc_auc(labels, probabilities)
+    assert per_class == {0: 1.0, 1: 1.0} and macro == 1.0
+
+
+def test_cli_architectures_match_models():
+    assert ARCHITECTURES == models.ARCHITECTURES
+
+
+@pytest.mark.slow
+def test_mammo_train_command_writes_a_model_directory(known_answer_roi_data, tmp_path, capsys):
+    out = tmp_path / "cli-model"
+    status = mammo(["train", "--data", str(known_answer_roi_data), "--model", "baseline",
+                    "--epochs", "1", "--batch-size", "32", "--out", str(out),
+                    "--label-scheme", "three_class", "--seed", "3"])
+    assert status == 0
+    assert "macro ROC-AUC" in capsys.readouterr().out
+    card = ModelCard.load(out)
+    assert card.classes == ["NORMAL", "BENIGN", "MALIGNANT"] and card.seed == 3
+
+
+def test_mammo_train_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    status = mammo(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert status == 2
+    assert "manifest not found" in capsys.readouterr().err

@@ -3,7 +3,7 @@ report runner agree on every path.
 
 Layout under the project folder (all generated, all git-ignored)::
 
-    data/raw/synthetic/                         the embedded synthetic CBIS-DDSM default
+    data/raw/<dataset>/                         raw data; the synthetic default is generated here
     data/interim/<dataset>/                     index.csv, lesions.csv, rejects.csv
     data/processed/<dataset>/<task>-<size>/     PNGs, manifest.csv, preprocess_config.json
     models/<run>/<model>/                       model.keras, model_card.json, history.csv
@@ -30,8 +30,8 @@ class Workspace:
 
     @property
     def synthetic_dir(self) -> Path:
-        """Root of the generated synthetic data set (CBIS-DDSM layout)."""
-        return self.project_dir / "data" / "raw" / "synthetic"
+        """Root of the generated synthetic data set (CBIS-DDSM layout) of this dataset key."""
+        return self.project_dir / "data" / "raw" / self.dataset
 
     @property
     def interim_dir(self) -> Path:

@@ -1,0 +1,189 @@
+"""Preprocessing: source mammograms -> 16-bit PNG crops or patches plus ``manifest.csv``.
+
+``run_preprocess(index, out_dir, config)`` reads an ingest ``index.csv`` (and, for the
+``roi`` task, the ``lesions.csv`` beside it), processes each source image in a worker
+process and writes, under ``out_dir``: the PNGs (``<label>/<item>.png``, chest wall at
+column 0), ``manifest.csv``, ``preprocess_config.json`` and ``rejects.csv``. A rerun
+skips every image whose done record matches its source checksum and inputs, so an
+interrupted run resumes where it stopped and a finished one costs only a stat per image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
+from mammo_utils.preprocess.job import ImageJob
+from mammo_utils.preprocess.manifest import (
+    REJECT_COLUMNS,
+    DoneRecord,
+    DoneStore,
+    atomic_write_csv,
+    atomic_write_text,
+    manifest_columns,
+    remove_partial_files,
+    sha256_file,
+    sha256_json,
+)
+from mammo_utils.preprocess.roi_task import lesions_by_image
+from mammo_utils.preprocess.workers import run_jobs
+from mammo_utils.splits import assert_no_patient_leakage
+
+__all__ = ["PreprocessConfig", "PreprocessResult", "parse_working_size", "run_preprocess"]
+
+INDEX_COLUMNS: tuple[str, ...] = (
+    "image_id", "patient_id", "dataset", "split", "label", "image_path",
+)
+CONFIG_NAME = "preprocess_config.json"
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    """What a run left in ``out_dir`` and how the source images were accounted for.
+
+    ``images_in == images_done + images_rejected``; ``images_processed`` of them were
+    (re)done by this run, the others were resumed from earlier runs.
+    """
+
+    out_dir: Path
+    manifest: pd.DataFrame
+    rejects: pd.DataFrame
+    images_in: int
+    images_done: int
+    images_rejected: int
+    images_processed: int
+
+    @property
+    def images_skipped(self) -> int:
+        return self.images_in - self.images_processed
+
+    def summary(self) -> str:
+        """One line of counts for logs and the command line."""
+        return (
+            f"{self.images_in} images in: {self.images_done} done, "
+            f"{self.images_rejected} rejected ({self.images_processed} processed now, "
+            f"{self.images_skipped} resumed); {len(self.manifest)} outputs, "
+            f"{len(self.rejects)} rejects -> {self.out_dir}"
+        )
+
+
+def read_index(path: Path) -> pd.DataFrame:
+    """An ingest ``index.csv`` as strings, checked for the columns and unique image ids."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [column for column in INDEX_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: index is missing the column(s) {', '.join(missing)}")
+    duplicated = frame["image_id"][frame["image_id"].duplicated()].unique()
+    if len(duplicated):
+        raise ValueError(f"{path}: image_id not unique: {', '.join(duplicated[:5])}")
+    return frame
+
+
+def _read_lesions(path: Path | None, index_path: Path, task: str) -> pd.DataFrame:
+    if task != "roi":
+        return pd.DataFrame(columns=["image_id"])
+    path = index_path.parent / "lesions.csv" if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: lesions.csv not found (the roi task needs it)")
+    return pd.read_csv(path, dtype={"image_id": str, "abnormality_id": str, "mask_path": str})
+
+
+def _check_resumable(out_dir: Path, config: PreprocessConfig) -> None:
+    """Refuse to mix outputs of different settings in one folder."""
+    path = out_dir / CONFIG_NAME
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    current = config.output_settings()
+    changed = sorted(key for key in current if previous.get(key) != current[key])
+    if changed:
+        raise ValueError(
+            f"{out_dir} holds outputs made with other settings ({', '.join(changed)}); "
+            "choose another output folder or delete it"
+        )
+
+
+def _plan(
+    index: pd.DataFrame, lesions: dict, config: PreprocessConfig, out_dir: Path,
+    store: DoneStore,
+) -> tuple[dict[str, DoneRecord], list[ImageJob]]:
+    """Split the index into images with a current done record and jobs to run."""
+    finished: dict[str, DoneRecord] = {}
+    jobs: list[ImageJob] = []
+    for row in index.to_dict("records"):
+        image_id = row["image_id"]
+        image_lesions = lesions.get(image_id, ())
+        inputs = sha256_json({"index": row, "lesions": image_lesions})
+        record = store.load(image_id)
+        if record is not None and store.is_current(record, Path(row["image_path"]), inputs):
+            finished[image_id] = record
+            continue
+        if record is not None:
+            store.discard_outputs(record)
+        jobs.append(ImageJob(
+            image_id=image_id, image_path=row["image_path"], index_row=row,
+            lesions=image_lesions, config=config, out_dir=str(out_dir), inputs_sha256=inputs,
+        ))
+    return finished, jobs
+
+
+def run_preprocess(
+    index: str | Path,
+    out_dir: str | Path,
+    config: PreprocessConfig | None = None,
+    *,
+    lesions: str | Path | None = None,
+    workers: int = 1,
+    on_image_done: Callable[[DoneRecord], None] | None = None,
+    progress: bool = True,
+) -> PreprocessResult:
+    """Preprocess every image of an ingest index into ``out_dir`` (resumable).
+
+    ``lesions`` defaults to the ``lesions.csv`` beside the index (``roi`` task only).
+    ``workers`` > 1 runs images in that many processes. ``on_image_done`` is called in
+    this process after each image's record is stored (progress hooks; tests use it to
+    interrupt a run). Raises ``ValueError`` for a malformed index, for ``out_dir``
+    holding outputs of other settings, and ``PatientLeakageError`` when a patient is in
+    several splits; a failing image is only rejected.
+    """
+    config = config or PreprocessConfig()
+    index_path, out_dir = Path(index), Path(out_dir)
+    frame = read_index(index_path)
+    by_image = lesions_by_image(_read_lesions(lesions, index_path, config.task))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out_dir, config)
+    settings = config.to_json_dict(
+        index_sha256=sha256_file(index_path), datasets=sorted(frame["dataset"].unique()),
+    )
+    atomic_write_text(out_dir / CONFIG_NAME, json.dumps(settings, indent=2) + "\n")
+    remove_partial_files(out_dir)
+    store = DoneStore(out_dir)
+    records, jobs = _plan(frame, by_image, config, out_dir, store)
+    for record in tqdm(run_jobs(jobs, workers), total=len(jobs), unit="image",
+                       desc=f"preprocess {config.task}-{config.size}", disable=not progress):
+        store.save(record)
+        records[record.image_id] = record
+        if on_image_done is not None:
+            on_image_done(record)
+    ordered = [records[image_id] for image_id in frame["image_id"]]
+    manifest = pd.DataFrame(
+        [row for record in ordered for row in record.rows], columns=manifest_columns(config.task)
+    )
+    rejects = pd.DataFrame(
+        [reject for record in ordered for reject in record.rejects], columns=REJECT_COLUMNS
+    )
+    assert_no_patient_leakage(manifest)
+    atomic_write_csv(out_dir / "rejects.csv", rejects)
+    atomic_write_csv(out_dir / "manifest.csv", manifest)
+    rejected = sum(record.rejected for record in ordered)
+    return PreprocessResult(
+        out_dir=out_dir, manifest=manifest, rejects=rejects, images_in=len(ordered),
+        images_done=len(ordered) - rejected, images_rejected=rejected,
+        images_processed=len(jobs),
+    )

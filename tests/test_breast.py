@@ -1,0 +1,95 @@
+"""Breast mask, crop, canonical flip and coordinate mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fixtures_preprocess import make_breast, plant_disk
+
+from mammo_utils.breast import (
+    breast_mask,
+    crop_box,
+    extract_patch,
+    fit_to_shape,
+    prepare_and_fit,
+    prepare_breast,
+)
+
+
+def test_crop_drops_burned_in_label():
+    image = make_breast((640, 512))  # label at rows 20-60, columns 402-492
+    prepared = prepare_breast(image)
+    x0, y0, x1, y1 = prepared.box
+    assert x1 < 402, "the crop reaches the label's columns"
+    assert prepared.image.max() < 0.95, "the bright label survived the crop"
+    assert not prepared.flipped
+    assert breast_mask(image)[40, 450] == np.False_
+
+
+def test_mask_covers_breast_and_fills_holes():
+    image = make_breast((640, 512), label=False)
+    image[300:310, 100:110] = 0.0  # a dark hole inside the breast
+    mask = breast_mask(image)
+    assert mask[305, 105]
+    assert mask[320, 50] and not mask[320, 500]
+
+
+def test_empty_image_has_no_breast():
+    with pytest.raises(ValueError, match="no breast tissue"):
+        prepare_breast(np.zeros((100, 80), dtype=np.float32))
+
+
+def test_crop_box_of_mask():
+    mask = np.zeros((10, 12), dtype=bool)
+    mask[2:5, 3:9] = True
+    assert crop_box(mask) == (3, 2, 9, 5)
+
+
+def test_flip_is_canonical_and_mirror_equal():
+    left = make_breast((1024, 640))
+    right = left[:, ::-1].copy()
+    a, b = prepare_breast(left), prepare_breast(right)
+    assert (a.flipped, b.flipped) == (False, True)
+    for prepared in (a, b):
+        column_area = prepared.mask.sum(axis=0)
+        assert column_area[0] > column_area[-1], "chest wall is not at column 0"
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert b.box == (640 - a.box[2], a.box[1], 640 - a.box[0], a.box[3])
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_lesion_centre_maps_through_crop_flip_resize(mirrored):
+    source = plant_disk(make_breast((640, 512)), (130, 300), 14)
+    centre = np.array([[130.0, 300.0]])
+    if mirrored:
+        source = source[:, ::-1].copy()
+        centre[0, 0] = 511 - centre[0, 0]
+    canvas, _, geometry = prepare_and_fit(source, (320, 256))
+    x, y = geometry.map_points(centre)[0]
+    patch = extract_patch(canvas, (x, y), 16)
+    assert patch[6:10, 6:10].min() > 0.99, "the disk is not at the patch centre"
+    mask = np.zeros(source.shape, dtype=bool)
+    rows, cols = np.nonzero(source > 0.999)
+    mask[rows, cols] = True
+    mask[:80] = False  # drop the label, keep only the disk
+    mapped = geometry.map_mask(mask)
+    ys, xs = np.nonzero(mapped)
+    assert abs(xs.mean() - x) < 1.0 and abs(ys.mean() - y) < 1.0
+
+
+def test_fit_to_shape_keeps_aspect_and_chest_wall():
+    crop = np.ones((100, 20), dtype=np.float32)
+    fitted, pad_top, scale = fit_to_shape(crop, (50, 50))
+    assert fitted.shape == (50, 50) and pad_top == 0 and scale == 0.5
+    assert fitted[:, :10].min() == 1.0 and fitted[:, 11:].max() == 0.0
+    wide = np.ones((20, 100), dtype=np.float32)
+    fitted, pad_top, _ = fit_to_shape(wide, (50, 50))
+    assert pad_top == 40 and fitted[:19].max() == 0.0 and fitted[25].min() == 1.0
+
+
+def test_extract_patch_pads_past_borders():
+    image = np.ones((10, 10), dtype=np.float32)
+    patch = extract_patch(image, (0, 0), 6)
+    assert patch.shape == (6, 6)
+    assert patch[:3].max() == 0.0 and patch[3:, 3:].min() == 1.0

@@ -1,0 +1,211 @@
+"""Preprocessing: outputs, manifest, rejects, resumability and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_preprocess import SMOKE_SIZE, SMOKE_WORKING_SIZE, tiny_dataset
+
+from mammo_utils.breast import prepare_and_fit
+from mammo_utils.cli import main as cli_main
+from mammo_utils.preprocess import PreprocessConfig, run_preprocess
+from mammo_utils.preprocess.manifest import PARTIAL_SUFFIX, manifest_columns
+from mammo_utils.reader import read_image
+
+ROI = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
+                       normal_per_image=3, seed=0)
+ROI_NO_JITTER = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
+                                 normal_per_image=3, jitter=0, seed=0)
+
+
+@pytest.fixture()
+def tiny(tmp_path) -> tuple[Path, pd.DataFrame]:
+    return tiny_dataset(tmp_path / "raw")
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*.png"))}
+
+
+def test_roi_manifest_columns_and_counts(tiny, tmp_path):
+    index, _ = tiny
+    result = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv", keep_default_na=False)
+    assert tuple(manifest.columns) == manifest_columns("roi")
+    assert result.images_in == 6 == result.images_done + result.images_rejected
+    assert (result.images_done, result.images_rejected) == (5, 1)
+    lesions = manifest[manifest["kind"] == "lesion"]
+    assert sorted(lesions["label"]) == ["BENIGN", "BENIGN", "MALIGNANT"]
+    assert set(manifest.loc[manifest["kind"] == "normal", "label"]) == {"NORMAL"}
+    assert (manifest["kind"] == "normal").sum() == 3 * 5
+    for path in manifest["path"]:
+        patch = cv2.imread(str(tmp_path / "out" / path), cv2.IMREAD_UNCHANGED)
+        assert patch.dtype == np.uint16 and patch.shape == (SMOKE_SIZE, SMOKE_SIZE)
+    config = json.loads((tmp_path / "out" / "preprocess_config.json").read_text())
+    assert config["working_size"] == list(SMOKE_WORKING_SIZE) and config["datasets"] == ["tiny"]
+    assert len(config["index_sha256"]) == 64
+
+
+def test_corrupt_source_is_rejected_with_reason(tiny, tmp_path):
+    index, _ = tiny
+    run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    rejects = pd.read_csv(tmp_path / "out" / "rejects.csv")
+    assert list(rejects.columns) == ["source", "reason"]
+    assert len(rejects) == 1 and rejects["source"][0].endswith("IMG_BAD.png")
+    assert "IMG_BAD.png" in rejects["reason"][0]
+
+
+def test_lesion_patch_is_centred_on_the_lesion(tiny, tmp_path):
+    index, _ = tiny
+    result = run_preprocess(index, tmp_path / "out", ROI_NO_JITTER, progress=False)
+    lesions = result.manifest[result.manifest["kind"] == "lesion"]
+    assert len(lesions) == 3
+    centre = slice(SMOKE_SIZE // 2 - 2, SMOKE_SIZE // 2 + 2)
+    for path in lesions["path"]:
+        patch = cv2.imread(str(tmp_path / "out" / path), cv2.IMREAD_UNCHANGED)
+        assert patch[centre, centre].min() > 65000, f"{path}: the disk is not at the centre"
+
+
+def test_normal_patches_overlap_no_lesion(tiny, tmp_path):
+    index, lesions = tiny
+    result = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    images = pd.read_csv(index).set_index("image_id")
+    half = SMOKE_SIZE // 2
+    for lesion in lesions.itertuples():
+        source, _ = read_image(images.loc[lesion.image_id, "image_path"])
+        _, breast, geometry = prepare_and_fit(source, SMOKE_WORKING_SIZE)
+        disk = np.zeros(source.shape, dtype=np.uint8)
+        cv2.circle(disk, (int(lesion.source_x), int(lesion.source_y)), 12, 1, thickness=-1)
+        mapped = geometry.map_mask(disk > 0)
+        normals = result.manifest[(result.manifest["image_id"] == lesion.image_id)
+                                  & (result.manifest["kind"] == "normal")]
+        assert len(normals) == 3
+        for row in normals.itertuples():
+            window = (slice(row.center_y - half, row.center_y + half),
+                      slice(row.center_x - half, row.center_x + half))
+            assert not mapped[window].any(), f"{row.item_id} overlaps the lesion"
+            assert breast[window].mean() >= 0.7
+
+
+def test_image_task_gives_square_crops_chest_wall_left(tiny, tmp_path):
+    index, _ = tiny
+    config = PreprocessConfig(task="image", size=SMOKE_SIZE)
+    result = run_preprocess(index, tmp_path / "out", config, progress=False)
+    assert tuple(result.manifest.columns) == manifest_columns("image")
+    assert len(result.manifest) == 5
+    flipped = dict(zip(result.manifest["image_id"], result.manifest["flipped"], strict=True))
+    assert flipped == {"IMG_A": False, "IMG_B": True, "IMG_C": False, "IMG_D": False,
+                       "IMG_E": True}
+    for path in result.manifest["path"]:
+        image = cv2.imread(str(tmp_path / "out" / path), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (SMOKE_SIZE, SMOKE_SIZE) and image.dtype == np.uint16
+        assert image[:, :8].mean() > image[:, -8:].mean()
+
+
+def test_rerun_skips_everything(tiny, tmp_path):
+    index, _ = tiny
+    first = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    before = _outputs(tmp_path / "out")
+    again = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert first.images_processed == 6 and again.images_processed == 0
+    pd.testing.assert_frame_equal(first.manifest, again.manifest)
+    assert _outputs(tmp_path / "out") == before
+
+
+def test_killed_run_resumes_to_identical_outputs(tiny, tmp_path):
+    index, _ = tiny
+    reference = run_preprocess(index, tmp_path / "reference", ROI, progress=False)
+
+    class Killed(RuntimeError):
+        pass
+
+    done = []
+
+    def kill_after_two(record):
+        done.append(record.image_id)
+        if len(done) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_preprocess(index, tmp_path / "out", ROI, on_image_done=kill_after_two,
+                       progress=False)
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+    assert not list((tmp_path / "out").rglob(f"*{PARTIAL_SUFFIX}"))
+    resumed = run_preprocess(index, tmp_path / "out", ROI, workers=2, progress=False)
+    assert resumed.images_processed == 4
+    pd.testing.assert_frame_equal(reference.manifest, resumed.manifest)
+    assert _outputs(tmp_path / "out") == _outputs(tmp_path / "reference")
+    assert (tmp_path / "out" / "manifest.csv").read_bytes() == (
+        tmp_path / "reference" / "manifest.csv").read_bytes()
+
+
+def test_leftover_partial_file_is_removed(tiny, tmp_path):
+    index, _ = tiny
+    leftover = tmp_path / "out" / "NORMAL" / f"IMG_D_normal_0.png{PARTIAL_SUFFIX}"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a png")
+    run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert not leftover.exists()
+
+
+def test_changed_source_is_redone(tiny, tmp_path):
+    index, _ = tiny
+    run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    source = Path(pd.read_csv(index).set_index("image_id").loc["IMG_D", "image_path"])
+    image = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(source), (image // 2).astype(np.uint16))
+    again = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert again.images_processed == 1
+    row = again.manifest[again.manifest["image_id"] == "IMG_D"].iloc[0]
+    assert len(row["source_sha256"]) == 64
+
+
+def test_other_settings_in_same_folder_are_refused(tiny, tmp_path):
+    index, _ = tiny
+    run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    other = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
+                             normal_per_image=3, seed=1)
+    with pytest.raises(ValueError, match="seed"):
+        run_preprocess(index, tmp_path / "out", other, progress=False)
+
+
+def test_abnormal_image_without_lesion_rows_is_rejected(tiny, tmp_path):
+    index, _ = tiny
+    lesions = pd.read_csv(index.parent / "lesions.csv")
+    lesions[lesions["image_id"] != "IMG_C"].to_csv(index.parent / "lesions.csv", index=False)
+    result = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert result.images_rejected == 2
+    assert result.rejects["reason"].str.contains("lists no abnormality for IMG_C").any()
+
+
+def test_cli_preprocess(tiny, tmp_path, capsys):
+    index, _ = tiny
+    status = cli_main([
+        "preprocess", "--index", str(index), "--task", "roi", "--size", "64",
+        "--out", str(tmp_path / "out"), "--working-size", "320x256",
+        "--normal-per-image", "1", "--seed", "3",
+    ])
+    assert status == 0
+    assert "6 images in: 5 done, 1 rejected" in capsys.readouterr().out
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert (manifest["kind"] == "normal").sum() == 5
+
+
+def test_synthetic_roi_data(synthetic_roi_data):
+    manifest = pd.read_csv(synthetic_roi_data / "manifest.csv", keep_default_na=False)
+    assert {"lesion", "normal"} <= set(manifest["kind"])
+    assert "NORMAL" in set(manifest["label"]) and len(set(manifest["label"])) >= 2
+    assert set(manifest["split"]) <= {"train", "val", "test"}
+    assert all((synthetic_roi_data / path).is_file() for path in manifest["path"])
+
+
+def test_synthetic_image_data(synthetic_image_data):
+    manifest = pd.read_csv(synthetic_image_data / "manifest.csv")
+    assert tuple(manifest.columns) == manifest_columns("image")
+    first = cv2.imread(str(synthetic_image_data / manifest["path"][0]), cv2.IMREAD_UNCHANGED)
+    assert first.shape == (SMOKE_SIZE, SMOKE_SIZE)

@@ -26,14 +26,20 @@ reports: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The unit and integration tests, then every notebook under nbval (run from notebooks/,
+# on its own defaults, in order, so each reuses what the previous one wrote).
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
+	cd notebooks && ../$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(PYTEST_ARGS) \
+		01_ingest.ipynb 02_preprocess.ipynb 03_baseline_cnn.ipynb 04_transfer_learning.ipynb \
+		05_evaluation.ipynb 06_interactive_demo.ipynb
 
 bench: setup
 	$(BIN)/python -m benchmarks
 
+# MODEL=models/<run>/<model> chooses the model shown first (default: the newest).
 demo: setup
-	$(BIN)/voila notebooks/06_interactive_demo.ipynb --no-browser --port=$(DEMO_PORT) \
+	MAMMO_DEMO_MODEL_DIR=$(MODEL) $(BIN)/voila notebooks/06_interactive_demo.ipynb --no-browser --port=$(DEMO_PORT) \
 		--Voila.ip=127.0.0.1 \
 		--Voila.tornado_settings="{'websocket_max_message_size': 209715200}"
 

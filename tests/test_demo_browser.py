@@ -134,11 +134,66 @@ def _cli_confidence(model_dir: Path, path: Path) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
+def _screenshot_app(page, path: Path) -> None:
+    """Screenshot the whole app, however tall.
+
+    Voila scrolls an inner panel, not the document, so a full-page screenshot stops at
+    the viewport and everything below it comes out blank. The viewport is grown to the
+    tallest scrolled content for the shot, then restored.
+    """
+    size = page.viewport_size
+    height = page.evaluate(
+        "Math.max(...Array.from(document.querySelectorAll('*'), e => e.scrollHeight))"
+    )
+    page.set_viewport_size({"width": size["width"], "height": int(height)})
+    page.wait_for_timeout(200)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.locator(".mammo-app").screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
+def _box(page, selector: str) -> dict:
+    return page.locator(selector).first.bounding_box()
+
+
+def _assert_phone_layout(page, classes: tuple[str, ...], width: int) -> None:
+    """At ``width`` px every part of the result shows inside the screen, stacked."""
+    needed = [".mammo-disclaimer", ".mammo-upload", ".mammo-heatmap-toggle", ".mammo-preview",
+              ".mammo-label h2", ".mammo-confidence", ".mammo-description",
+              ".mammo-metadata table"]
+    needed += [f'.mammo-prob-row[data-class="{name}"]' for name in classes]
+    for selector in needed:
+        locator = page.locator(selector)
+        assert locator.count() == 1 and locator.is_visible(), selector
+        box = locator.bounding_box()
+        assert box["width"] > 0 and box["height"] > 0, selector
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (selector, box)
+    for name in classes:
+        row = page.locator(f'.mammo-prob-row[data-class="{name}"]')
+        assert row.inner_text().replace("\n", "").startswith(name)
+        assert row.locator(".mammo-prob-track").bounding_box()["width"] >= 40, name
+    overflow = page.evaluate(
+        """width => {
+            const app = document.querySelector('.mammo-app');
+            const wide = [app, ...app.querySelectorAll('*')].filter(
+                e => e.getBoundingClientRect().right > width + 1
+                     || e.scrollWidth > e.clientWidth + 1);
+            return {page: document.documentElement.scrollWidth,
+                    wide: wide.map(e => e.tagName + '.' + e.className).slice(0, 5)};
+        }""",
+        width,
+    )
+    assert overflow["page"] <= width + 1, f"page is {overflow['page']} px wide at {width} px"
+    assert overflow["wide"] == [], f"elements overflow a {width} px screen: {overflow['wide']}"
+    assert _box(page, ".mammo-verdict")["y"] >= _box(page, ".mammo-preview")["y"] + _box(
+        page, ".mammo-preview")["height"], "the result should sit below the image on a phone"
+
+
 def test_upload_real_dicom_bad_file_and_phone_width(page, real_mammograms,
                                                     bright_roi_model_dir, tmp_path):
     from mammo_utils.model_card import ModelCard
 
-    classes = ModelCard.load(bright_roi_model_dir).classes
+    classes = tuple(ModelCard.load(bright_roi_model_dir).classes)
     dicom = real_mammograms[-1]
     expected = _cli_confidence(bright_roi_model_dir, dicom)
 
@@ -156,8 +211,9 @@ def test_upload_real_dicom_bad_file_and_phone_width(page, real_mammograms,
     metadata = page.inner_text(".mammo-metadata")
     assert expected["metadata"]["view"] in metadata
     assert "P_00" not in page.content()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator(".mammo-app").screenshot(path=str(SCREENSHOTS / "demo_desktop.png"))
+    verdict, preview = _box(page, ".mammo-verdict"), _box(page, ".mammo-preview")
+    assert verdict["x"] >= preview["x"] + preview["width"], "desktop: result beside the image"
+    _screenshot_app(page, SCREENSHOTS / "demo_desktop.png")
 
     fake = tmp_path / "not_a_mammogram.dcm"
     fake.write_text("plain text, renamed to .dcm\n" * 40)
@@ -173,6 +229,5 @@ def test_upload_real_dicom_bad_file_and_phone_width(page, real_mammograms,
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.wait_for_timeout(300)
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390 + 2, f"page is {width} px wide at a 390 px viewport"
-    page.locator(".mammo-app").screenshot(path=str(SCREENSHOTS / "demo_phone.png"))
+    _assert_phone_layout(page, classes, 390)
+    _screenshot_app(page, SCREENSHOTS / "demo_phone.png")

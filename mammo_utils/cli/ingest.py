@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from mammo_utils.ingest import ADAPTERS, combine, ingest
+from mammo_utils.ingest import ADAPTERS, IngestResult, combine, ingest
 from mammo_utils.splits import split_summary
 
 NAME = "ingest"
@@ -63,6 +64,23 @@ def _options(dataset: str, args: argparse.Namespace, cache_name: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Ingest, print the summary and write the tables; a data problem (a missing folder,
+    an unreadable or incomplete CSV, bad split fractions) is one ``error:`` line and
+    exit status 1, not a traceback."""
+    try:
+        result = _ingest_all(args)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result.save(args.out)
+    print(result.summary())
+    print(split_summary(result.index).to_string())
+    print(f"wrote {args.out / 'index.csv'}, lesions.csv, rejects.csv, reconciliation.csv")
+    return 0
+
+
+def _ingest_all(args: argparse.Namespace) -> IngestResult:
+    """The data set, combined with every ``--also`` one."""
     fractions = {
         "val_fraction": args.val_fraction,
         "test_fraction": args.test_fraction,
@@ -75,9 +93,4 @@ def run(args: argparse.Namespace) -> int:
     for number, (dataset, root) in enumerate(args.also, 1):
         options = _options(dataset, args, f"dicom_headers_{number}.csv")
         results.append(ingest(dataset, root, **options, **fractions))
-    result = results[0] if len(results) == 1 else combine(results, **fractions)
-    result.save(args.out)
-    print(result.summary())
-    print(split_summary(result.index).to_string())
-    print(f"wrote {args.out / 'index.csv'}, lesions.csv, rejects.csv, reconciliation.csv")
-    return 0
+    return results[0] if len(results) == 1 else combine(results, **fractions)

@@ -68,6 +68,14 @@ CSV_COLUMNS: tuple[str, ...] = (
     "roi_mask_file_path",
 )
 
+#: Columns without which a CSV is refused: ``normal_case_description.csv`` has no lesions.
+NORMAL_REQUIRED: tuple[str, ...] = ("patient_id", "image_file_path")
+LESION_REQUIRED: tuple[str, ...] = (
+    *NORMAL_REQUIRED, "abnormality_id", "abnormality_type", "pathology"
+)
+#: One abnormality: a second CSV row with the same key is a duplicate and rejected.
+LESION_KEY: tuple[str, ...] = ("image_id", "abnormality_type", "abnormality_id")
+
 _Key = tuple[str, str, str]
 
 
@@ -94,10 +102,23 @@ def normalize_column(name: str) -> str:
 
 def read_case_csv(path: Path) -> pd.DataFrame:
     """One case-description CSV with normalized column names and stripped cells, plus
-    ``source`` (file and data row number) and ``official_split`` (``train|test|none``)."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ``source`` (file and data row number) and ``official_split`` (``train|test|none``).
+
+    A file that is not a readable UTF-8 CSV, or lacks a column every row needs, raises
+    ``ValueError`` naming the file: such a file is the wrong file, not a set of bad rows.
+    """
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        cause = " ".join(str(err).split())
+        raise ValueError(f"{path}: not a readable UTF-8 CSV ({cause})") from err
     frame.columns = [normalize_column(column) for column in frame.columns]
-    frame = frame.apply(lambda column: column.str.strip())
+    required = NORMAL_REQUIRED if path.name == NORMAL_CSV else LESION_REQUIRED
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in frame.columns:
+        frame[column] = frame[column].str.strip()
     match = CSV_PATTERN.match(path.name)
     frame["official_split"] = match.group(2) if match else "none"
     if path.name == NORMAL_CSV:
@@ -190,12 +211,17 @@ def _lesion(row: pd.Series, image_id: str, mask_path: str, crop_path: str) -> di
     }
 
 
-def _row_problem(row: pd.Series, views: set[str] | None) -> str:
-    """Why a CSV row cannot be used, or ``''``."""
+def _row_problem(row: pd.Series, views: set[str] | None, first_source: str) -> str:
+    """Why a CSV row cannot be used, or ``''``; ``first_source`` is the source of the
+    first row with the same :data:`LESION_KEY` (the row's own source when it is the first)."""
     try:
         parse_dicom_path(row["image_file_path"])
     except ValueError as err:
         return f"bad image file path: {err}"
+    if not row["patient_id"]:
+        return "empty patient_id"
+    if first_source != row["source"]:
+        return f"duplicate of {first_source} (same image, abnormality type and id)"
     try:
         normalize_label(row["pathology"])
     except UnknownLabelError as err:
@@ -280,9 +306,11 @@ def ingest(
     root = Path(root)
     dataset = dataset_name(root)
     views_set = {view.strip().upper() for view in views} if views else None
-    rows = pd.concat(
-        [read_case_csv(path) for path in find_case_csvs(Path(csv_dir or root))], ignore_index=True
-    )
+    csv_paths = find_case_csvs(Path(csv_dir or root))
+    rows = pd.concat([read_case_csv(path) for path in csv_paths], ignore_index=True)
+    if rows.empty:
+        names = ", ".join(path.name for path in csv_paths)
+        raise ValueError(f"{csv_dir or root}: the case-description CSVs ({names}) hold no rows")
     rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *CSV_COLUMNS]))).fillna("")
     rows["image_id"] = _image_ids(rows["image_file_path"])
     headers = index_dicom_tree(root, cache_path) if require_images else None
@@ -290,8 +318,9 @@ def ingest(
 
     rejects: list[dict] = []
     usable = []
-    for _, row in rows.iterrows():
-        problem = _row_problem(row, views_set)
+    first_sources = rows.groupby(list(LESION_KEY), sort=False)["source"].transform("first")
+    for (_, row), first_source in zip(rows.iterrows(), first_sources, strict=True):
+        problem = _row_problem(row, views_set, first_source)
         if problem:
             rejects.append({"source": row["source"], "reason": problem})
         else:

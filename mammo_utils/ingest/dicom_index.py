@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pydicom
-from pydicom.errors import InvalidDicomError
 from tqdm.auto import tqdm
 
 #: Columns of the header index (``path`` is absolute).
@@ -41,30 +40,49 @@ NBIA_LOCATION = "File Location"
 
 
 def read_header(path: Path) -> dict[str, object]:
-    """Header fields of one DICOM file; ``error`` names the problem for an unreadable file."""
-    stat = path.stat()
-    record: dict[str, object] = {
-        "path": str(path),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-    }
+    """Header fields of one DICOM file; ``error`` names the problem for an unreadable file.
+
+    Never raises for a bad file: a file name that is not UTF-8 (it could not be written
+    to the UTF-8 tables), a missing file, a dangling symlink or a symlink loop is
+    recorded as unreadable, and so is anything the DICOM parser fails on, since hostile
+    bytes can make it fail with almost any exception type (values are parsed lazily,
+    so reading the fields can fail too). Every column is present, so one unreadable
+    file cannot turn the integer ``rows`` column into floats.
+    """
+    record: dict[str, object] = {**dict.fromkeys(HEADER_COLUMNS, ""), "rows": 0, "columns": 0}
+    record["path"] = printable(str(path))
+    if record["path"] != str(path):
+        record["error"] = "file name is not valid UTF-8; rename it"
+        return record
+    try:
+        stat = path.stat()
+    except OSError as err:
+        record["error"] = f"cannot be read: {err.strerror or err}"
+        return record
+    record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as err:
-        record["error"] = f"not a readable DICOM file: {err}"
-        return record
-    record.update(
-        patient_id=str(ds.get("PatientID", "")),
-        study_uid=str(ds.get("StudyInstanceUID", "")),
-        series_uid=str(ds.get("SeriesInstanceUID", "")),
-        series_description=str(ds.get("SeriesDescription", "")),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        laterality=_laterality(ds),
-        view=str(ds.get("ViewPosition", "") or ""),
-        error="",
-    )
+        record.update(
+            patient_id=str(ds.get("PatientID", "")),
+            study_uid=str(ds.get("StudyInstanceUID", "")),
+            series_uid=str(ds.get("SeriesInstanceUID", "")),
+            series_description=str(ds.get("SeriesDescription", "")),
+            rows=int(ds.get("Rows", 0) or 0),
+            columns=int(ds.get("Columns", 0) or 0),
+            laterality=_laterality(ds),
+            view=str(ds.get("ViewPosition", "") or ""),
+            error="",
+        )
+    except Exception as err:  # see the docstring: any parser failure means unreadable
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        record["error"] = f"not a readable DICOM file: {reason}"
     return record
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes shown as ``\\xNN`` escapes, safe to print
+    and to write as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _laterality(ds: pydicom.Dataset) -> str:
@@ -82,17 +100,24 @@ def _load_cache(cache_path: Path | None) -> dict[str, dict]:
 
 
 def _is_fresh(record: dict, path: Path) -> bool:
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
     return record["size"] == str(stat.st_size) and record["mtime_ns"] == str(stat.st_mtime_ns)
 
 
 def index_files(
     files: Iterable[Path], cache_path: Path | None = None, *, desc: str = "DICOM headers"
 ) -> pd.DataFrame:
-    """Header index of ``files``, reusing and then rewriting the CSV cache at ``cache_path``."""
+    """Header index of ``files``, reusing and then rewriting the CSV cache at ``cache_path``.
+
+    Paths are made absolute with ``os.path.realpath``, which, unlike ``Path.resolve``,
+    does not raise on a symlink loop: the loop is then recorded as unreadable.
+    """
     cache = _load_cache(cache_path)
     records = []
-    for path in tqdm(sorted({Path(f).resolve() for f in files}), desc=desc, unit="file"):
+    for path in tqdm(sorted({Path(os.path.realpath(f)) for f in files}), desc=desc, unit="file"):
         cached = cache.get(str(path))
         records.append(
             cached if cached is not None and _is_fresh(cached, path) else read_header(path)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from mammo_utils.classes import UnknownLabelError, normalize_label
 from mammo_utils.ingest import IngestResult
-from mammo_utils.ingest.dicom_index import read_header
+from mammo_utils.ingest.dicom_index import printable, read_header
 
 IMAGE_SUFFIXES = frozenset({".dcm", ".png", ".jpg", ".jpeg", ".pgm"})
 PATIENTS_CSV = "patients.csv"
@@ -39,11 +39,12 @@ def read_patient_map(root: Path) -> dict[str, str]:
 
 
 def _files(root: Path) -> list[Path]:
-    """Every regular, non-hidden file under ``root`` except ``patients.csv``."""
+    """Every non-hidden file under ``root`` except ``patients.csv``, symbolic links included
+    (a broken one is then rejected, so it is counted rather than silently skipped)."""
     return sorted(
         path
         for path in root.rglob("*")
-        if path.is_file()
+        if (path.is_file() or path.is_symlink())
         and not any(part.startswith(".") for part in path.relative_to(root).parts)
         and path.relative_to(root).as_posix() != PATIENTS_CSV
     )
@@ -58,6 +59,10 @@ def _dicom_tags(path: Path) -> tuple[str, str, str]:
 def _classify(path: Path, root: Path) -> tuple[str, str]:
     """(label, reject reason) of one file from its class folder and suffix."""
     relative = path.relative_to(root)
+    if printable(str(relative)) != str(relative):
+        return "", "file name is not valid UTF-8; rename it"
+    if not path.is_file():
+        return "", "broken symbolic link"
     if len(relative.parts) < 2:
         return "", "file not inside a class folder"
     try:
@@ -78,7 +83,7 @@ def ingest(root: Path, *, views: Iterable[str] | None = None) -> IngestResult:
     files = _files(root)
     index_records, rejects = [], []
     for path in tqdm(files, desc="folder images", unit="file"):
-        relative = path.relative_to(root).as_posix()
+        relative = printable(path.relative_to(root).as_posix())
         label, reason = _classify(path, root)
         laterality, view = "", ""
         if not reason and path.suffix.lower() == ".dcm":

@@ -49,6 +49,16 @@ _NATIVE_SYNTAXES: dict[tuple[bool, bool], UID] = {
     (False, False): ExplicitVRBigEndian,
 }
 _REQUIRED_PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
+#: Photometric interpretations read: grayscale, and colour models pydicom decodes to RGB.
+#: PALETTE COLOR is refused: its stored values are palette indices, not intensities.
+_SUPPORTED_PHOTOMETRIC = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"}
+)
+#: Bits per LUT entry that pydicom's LUT functions accept (PS3.3 C.11.1.1.1, C.8.11.3.1.5).
+_LUT_BITS: dict[str, frozenset[int]] = {
+    "ModalityLUTSequence": frozenset({8, 16}),
+    "VOILUTSequence": frozenset({8, *range(10, 17)}),
+}
 
 
 def read_dicom(
@@ -78,16 +88,21 @@ def read_dicom(
 
 
 def _parse(data: bytes, label: str, *, raw: bool) -> Dataset:
-    """Parse the whole data set; any parser failure becomes a refusal.
+    """Parse the whole data set, every value included; any parser failure becomes a refusal.
 
     A raw data set has no file meta, so its transfer syntax is the encoding pydicom
     detected while parsing it.
     """
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=raw)
+        # pydicom parses values lazily, on first access: parse every one now, inside the try.
+        for _ in (*ds.file_meta.iterall(), *ds.iterall()):
+            pass
     except Exception as exc:  # hostile bytes can fail anywhere in the parser
         reason = f"not a readable DICOM file ({type(exc).__name__}: {exc})"
         raise ImageReadError(label, reason) from exc
+    if not isinstance(ds.file_meta.get("TransferSyntaxUID", ""), str):
+        raise ImageReadError(label, "the file meta Transfer Syntax UID is not a UID string")
     if raw and "TransferSyntaxUID" not in ds.file_meta:
         implicit_vr, little_endian = ds.original_encoding
         ds.file_meta.TransferSyntaxUID = _NATIVE_SYNTAXES[(implicit_vr, little_endian)]
@@ -139,7 +154,8 @@ def _identifying_values(ds: Dataset) -> list[str]:
 def _check_decodable(ds: Dataset, label: str, warnings: list[str]) -> str:
     """Refuse what cannot be decoded, before decoding; return the plugin to use ('' = default).
 
-    Checks, in order: pixel data present, pixel module complete, size within
+    Checks, in order: pixel data present, pixel module complete, a supported
+    photometric interpretation, size within
     :data:`MAX_PIXELS`, a decoder registered and installed for the transfer syntax,
     uncompressed pixel data as long as the header says.
     """
@@ -148,6 +164,13 @@ def _check_decodable(ds: Dataset, label: str, warnings: list[str]) -> str:
     missing = [keyword for keyword in _REQUIRED_PIXEL_TAGS if ds.get(keyword) in (None, "")]
     if missing:
         raise ImageReadError(label, f"pixel module incomplete: missing {', '.join(missing)}")
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
+    if photometric not in _SUPPORTED_PHOTOMETRIC:
+        raise ImageReadError(
+            label,
+            f"photometric interpretation {photometric!r} is not supported "
+            "(grayscale MONOCHROME1/2, or RGB/YBR colour)",
+        )
     ensure_pixel_count(int(ds.Rows), int(ds.Columns), label)
     ts = ds.file_meta.get("TransferSyntaxUID")
     if not ts:
@@ -192,12 +215,13 @@ def _decode_first_frame(ds: Dataset, label: str, plugin: str) -> np.ndarray:
     except Exception as exc:  # codec plugins raise RuntimeError, ValueError, ...
         ts = UID(ds.file_meta.TransferSyntaxUID)
         plugins = plugin or ", ".join(get_decoder(ts).available_plugins)
+        decoders = f" by the installed decoders ({plugins})" if plugins else ""
         cause = " ".join(str(exc).split())
         cause = cause if len(cause) <= 240 else cause[:240] + "..."
         raise ImageReadError(
             label,
-            f"{ds.get('BitsStored', '?')}-bit {ts.name} pixel data could not be decoded by "
-            f"the installed decoders ({plugins}): {cause}",
+            f"{ds.get('BitsStored', '?')}-bit {ts.name} pixel data could not be "
+            f"decoded{decoders}: {cause}",
         ) from exc
 
 
@@ -205,19 +229,21 @@ def _to_unit(pixels: np.ndarray, ds: Dataset, metadata: dict) -> np.ndarray:
     """Modality transform, then VOI LUT, first window or full range, onto [0, 1]."""
     warnings = metadata["warnings"]
     values, low, high = _modality(pixels, ds, warnings)
-    voi_item = _valid_lut_item(ds, "VOILUTSequence", warnings)
-    if voi_item is not None:
+    voi_entries = _usable_lut(ds, "VOILUTSequence", warnings)
+    if voi_entries is not None:
         metadata["voi_source"] = "voi_lut"
-        entries = _lut_entries(voi_item)
         mapped = apply_voi_lut(values, ds, prefer_lut=True)
-        return scale_to_unit(mapped, float(entries.min()), float(entries.max()))
+        return scale_to_unit(mapped, float(voi_entries.min()), float(voi_entries.max()))
     center, width = metadata["window_center"], metadata["window_width"]
     function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
     if center is not None and width is not None:
-        if width >= (1.0 if function == "LINEAR" else np.finfo(np.float32).tiny):
+        minimum_width = 1.0 if function == "LINEAR" else np.finfo(np.float32).tiny
+        if np.isfinite(center) and np.isfinite(width) and width >= minimum_width:
             metadata["voi_source"] = "window"
             return window_to_unit(values, center, width, function)
-        warnings.append(f"window width {width} is invalid for {function}; full range used")
+        warnings.append(
+            f"window width {width} (center {center}) is invalid for {function}; full range used"
+        )
     metadata["voi_source"] = "full_range"
     return scale_to_unit(values, low, high)
 
@@ -225,18 +251,34 @@ def _to_unit(pixels: np.ndarray, ds: Dataset, metadata: dict) -> np.ndarray:
 def _modality(pixels: np.ndarray, ds: Dataset, warnings: list[str]):
     """Apply the modality LUT or rescale; return the values and the range they can take."""
     low, high = _stored_range(ds)
-    lut_item = _valid_lut_item(ds, "ModalityLUTSequence", warnings)
-    if lut_item is not None:
-        entries = _lut_entries(lut_item)
-        return apply_modality_lut(pixels, ds), float(entries.min()), float(entries.max())
-    slope = float(ds.get("RescaleSlope") or 1.0)
-    intercept = float(ds.get("RescaleIntercept") or 0.0)
+    lut_entries = _usable_lut(ds, "ModalityLUTSequence", warnings)
+    if lut_entries is not None:
+        return apply_modality_lut(pixels, ds), float(lut_entries.min()), float(lut_entries.max())
+    slope, intercept = _rescale(ds, warnings)
     if slope == 1.0 and intercept == 0.0:
         return pixels, low, high
     values = np.multiply(pixels, np.float32(slope), dtype=np.float32)
     values += np.float32(intercept)
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return values, ends[0], ends[1]
+
+
+def _rescale(ds: Dataset, warnings: list[str]) -> tuple[float, float]:
+    """Rescale slope and intercept; ``(1, 0)`` when absent or unusable.
+
+    A slope that is zero, not a number or infinite (and a non-finite intercept) would
+    turn every pixel into one value or NaN, so the rescale is ignored with a warning:
+    the stored values still carry the image.
+    """
+    raw_slope, raw_intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    slope = 1.0 if raw_slope in (None, "") else _first_number(raw_slope)
+    intercept = 0.0 if raw_intercept in (None, "") else _first_number(raw_intercept)
+    if slope is None or intercept is None or not np.isfinite([slope, intercept]).all() or not slope:
+        warnings.append(
+            f"rescale slope {raw_slope!s} / intercept {raw_intercept!s} is unusable; ignored"
+        )
+        return 1.0, 0.0
+    return slope, intercept
 
 
 def _stored_range(ds: Dataset) -> tuple[float, float]:
@@ -247,26 +289,53 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
     return 0.0, 2.0**bits - 1
 
 
-def _valid_lut_item(ds: Dataset, keyword: str, warnings: list[str]) -> Dataset | None:
-    """First item of a LUT sequence if it has a descriptor and data; warn on an empty one."""
+def _usable_lut(ds: Dataset, keyword: str, warnings: list[str]) -> np.ndarray | None:
+    """The output values of a LUT sequence's first item, or ``None`` when there is none.
+
+    A malformed LUT (descriptor not three values, unsupported entry size, data shorter
+    or longer than the descriptor says, values the entry size cannot hold) is ignored
+    with a warning, so the next transform in line applies: the pixels themselves are
+    intact, and pydicom would fail on such a LUT with an arbitrary exception.
+    """
     sequence = ds.get(keyword)
     if not sequence:
         return None
-    item = sequence[0]
-    if item.get("LUTDescriptor") is None or item.get("LUTData") is None:
-        warnings.append(f"{keyword} has no LUT descriptor or data; ignored")
+    little_endian = UID(ds.file_meta.TransferSyntaxUID).is_little_endian
+    entries, problem = _lut_entries(sequence[0], _LUT_BITS[keyword], little_endian)
+    if problem:
+        warnings.append(f"{keyword} ignored: {problem}")
         return None
-    return item
+    return entries
 
 
-def _lut_entries(item: Dataset) -> np.ndarray:
-    """The LUT's output values, whether pydicom parsed them as numbers or kept raw OW bytes."""
-    data = item.LUTData
+def _lut_entries(
+    item: Dataset, allowed_bits: frozenset[int], little_endian: bool
+) -> tuple[np.ndarray | None, str | None]:
+    """(the LUT's output values, None), or (None, what is wrong with the LUT).
+
+    Raw OW bytes are 16-bit words in the data set's byte order, as pydicom reads them.
+    """
+    descriptor, data = item.get("LUTDescriptor"), item.get("LUTData")
+    if descriptor is None or data is None or (isinstance(data, bytes) and not data):
+        return None, "no LUT descriptor or data"
+    descriptor = list(descriptor) if isinstance(descriptor, (MultiValue, list)) else [descriptor]
+    if len(descriptor) != 3:
+        return None, f"LUT descriptor has {len(descriptor)} values, 3 expected"
+    count, _, bits = (int(value) for value in descriptor)
+    count = count or 2**16
+    if bits not in allowed_bits:
+        return None, f"{bits} bits per LUT entry is not supported"
     if isinstance(data, bytes):
-        entries = int(item.LUTDescriptor[0]) or 2**16
-        dtype = np.uint8 if len(data) == entries else np.dtype("<u2")
-        return np.frombuffer(data, dtype=dtype)
-    return np.atleast_1d(np.asarray(data))
+        if len(data) != 2 * count:
+            return None, f"LUT data has {len(data)} bytes, the descriptor needs {2 * count}"
+        entries = np.frombuffer(data, dtype="<u2" if little_endian else ">u2")
+    else:
+        entries = np.atleast_1d(np.asarray(data))
+    if entries.size != count:
+        return None, f"LUT data has {entries.size} entries, the descriptor says {count}"
+    if entries.min() < 0 or entries.max() >= 2 ** (8 if bits == 8 else 16):
+        return None, f"LUT values do not fit its {bits}-bit entries"
+    return entries, None
 
 
 def _first_number(value: object) -> float | None:

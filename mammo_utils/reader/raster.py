@@ -120,10 +120,12 @@ def _decode_pgm(data: bytes, label: str) -> tuple[np.ndarray, int]:
         if len(samples) < count:
             raise ImageReadError(label, f"PGM has {len(samples)} samples, the header needs {count}")
         try:
-            pixels = np.array(samples[:count]).astype(np.uint16)
-        except ValueError as exc:
+            pixels = np.array(samples[:count]).astype(np.int64)
+        except (ValueError, OverflowError) as exc:
             raise ImageReadError(label, "PGM sample is not a number") from exc
-        return pixels.reshape(height, width), maxval
+        if pixels.min() < 0 or pixels.max() > 65535:
+            raise ImageReadError(label, "PGM sample is outside 0..65535")
+        return pixels.astype(np.uint16).reshape(height, width), maxval
     dtype = np.dtype(np.uint8) if maxval < 256 else np.dtype(">u2")
     start = position + 1  # exactly one whitespace byte ends the header
     needed = count * dtype.itemsize

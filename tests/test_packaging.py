@@ -102,3 +102,15 @@ def test_label_text_is_matched_case_and_separator_insensitively():
 def test_unknown_label_text_is_refused_with_the_text():
     with pytest.raises(UnknownLabelError, match="granular"):
         normalize_label("granular")
+
+
+def test_bad_input_ends_in_one_error_line_not_a_traceback(tmp_path, capsys):
+    from mammo_utils.cli import main
+
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    status = main(["synth", "--out", str(target), "--patients", "2", "--quiet"])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert error.startswith("mammo synth: error: ")
+    assert "Traceback" not in error

@@ -42,10 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_facing(error: Exception) -> bool:
+    """Errors that describe bad input or a missing resource, not a bug: data and usage
+    errors (``ValueError``, ``OSError``) and the package's own ``RuntimeError`` kinds
+    (a model folder that disagrees with its card, weights that cannot be had, ...)."""
+    if isinstance(error, (ValueError, OSError)):
+        return True
+    return isinstance(error, RuntimeError) and type(error).__module__.startswith("mammo_utils.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mammo`` console script."""
+    """Entry point of the ``mammo`` console script.
+
+    Bad input ends in one ``mammo COMMAND: error: ...`` line and exit status 1; any
+    other exception is a bug and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except Exception as error:
+        if not _is_user_facing(error):
+            raise
+        print(f"mammo {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from fixtures_preprocess import make_breast, plant_disk
@@ -93,3 +94,40 @@ def test_extract_patch_pads_past_borders():
     patch = extract_patch(image, (0, 0), 6)
     assert patch.shape == (6, 6)
     assert patch[:3].max() == 0.0 and patch[3:, 3:].min() == 1.0
+
+
+def test_fit_to_shape_mirror_equals_fitting_the_mirrored_crop():
+    crop = make_breast((300, 200), label=False)[:, ::-1]  # chest wall on the right
+    mirrored, pad_top, scale = fit_to_shape(crop, (64, 64), mirror=True)
+    reference, ref_pad, ref_scale = fit_to_shape(np.ascontiguousarray(crop[:, ::-1]), (64, 64))
+    assert (pad_top, scale) == (ref_pad, ref_scale)
+    np.testing.assert_allclose(mirrored, reference, atol=1e-5)
+
+
+def test_large_reduction_matches_one_area_resize():
+    rng = np.random.default_rng(0)
+    crop = cv2.GaussianBlur(rng.random((1800, 1200), dtype=np.float32), (0, 0), 6)
+    fitted, _, scale = fit_to_shape(crop, (120, 120))
+    assert scale == 120 / 1800
+    reference = cv2.resize(crop, (80, 120), interpolation=cv2.INTER_AREA)
+    assert np.abs(fitted[:, :80] - reference).mean() < 0.01
+    assert fitted[:, 81:].max() == 0.0, "the padding is not on the right"
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_prepare_and_fit_agrees_with_prepare_breast(mirrored):
+    image = make_breast((1200, 900), seed=3)
+    if mirrored:
+        image = np.ascontiguousarray(image[:, ::-1])
+    canvas, mask, geometry = prepare_and_fit(image, (300, 240))
+    prepared = prepare_breast(image)
+    reference, pad_top, scale = fit_to_shape(prepared.image, (300, 240))
+    reference_mask, _, _ = fit_to_shape(
+        prepared.mask.astype(np.uint8), (300, 240), interpolation=cv2.INTER_NEAREST_EXACT
+    )
+    assert (geometry.box, geometry.flipped) == (prepared.box, prepared.flipped)
+    assert (geometry.pad_top, geometry.scale) == (pad_top, scale)
+    assert np.abs(canvas - reference).mean() < 0.01
+    overlap = (mask & (reference_mask > 0)).sum() / (mask | (reference_mask > 0)).sum()
+    assert overlap > 0.98
+    assert mask[:, 0].sum() > mask[:, -1].sum(), "the canvas mask is not chest wall left"

@@ -14,7 +14,13 @@ from fixtures_preprocess import SMOKE_SIZE, SMOKE_WORKING_SIZE, tiny_dataset
 from mammo_utils.breast import prepare_and_fit
 from mammo_utils.cli import main as cli_main
 from mammo_utils.preprocess import PreprocessConfig, run_preprocess
-from mammo_utils.preprocess.manifest import PARTIAL_SUFFIX, manifest_columns
+from mammo_utils.preprocess.manifest import (
+    PARTIAL_SUFFIX,
+    SourceStamp,
+    manifest_columns,
+    sha256_file,
+)
+from mammo_utils.preprocess.workers import chunk_jobs
 from mammo_utils.reader import read_image
 
 ROI = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
@@ -209,3 +215,32 @@ def test_synthetic_image_data(synthetic_image_data):
     assert tuple(manifest.columns) == manifest_columns("image")
     first = cv2.imread(str(synthetic_image_data / manifest["path"][0]), cv2.IMREAD_UNCHANGED)
     assert first.shape == (SMOKE_SIZE, SMOKE_SIZE)
+
+
+def test_source_stamp_hashes_the_bytes_it_returns(tmp_path):
+    path = tmp_path / "source.dcm"
+    path.write_bytes(b"0123456789" * 1000)
+    stamp, data = SourceStamp.read(path)
+    assert data == path.read_bytes()
+    assert stamp.sha256 == sha256_file(path) and stamp.size == 10_000
+    assert stamp.mtime_ns == path.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize(("count", "workers", "sizes"), [
+    (5, 2, [1, 1, 1, 1, 1]), (40, 2, [5] * 8), (100, 2, [8] * 12 + [4]),
+])
+def test_chunks_cover_every_job_in_order(count, workers, sizes):
+    jobs = list(range(count))
+    chunks = chunk_jobs(jobs, workers)
+    assert [len(chunk) for chunk in chunks] == sizes
+    assert [job for chunk in chunks for job in chunk] == jobs
+
+
+def test_two_workers_give_the_same_outputs_as_one(tiny, tmp_path):
+    index, _ = tiny
+    config = PreprocessConfig(task="image", size=SMOKE_SIZE)
+    serial = run_preprocess(index, tmp_path / "serial", config, progress=False)
+    parallel = run_preprocess(index, tmp_path / "parallel", config, workers=2, progress=False)
+    assert parallel.images_processed == 6
+    pd.testing.assert_frame_equal(serial.manifest, parallel.manifest)
+    assert _outputs(tmp_path / "parallel") == _outputs(tmp_path / "serial")

@@ -96,10 +96,16 @@ class SourceStamp:
     mtime_ns: int
 
     @classmethod
-    def of(cls, path: Path) -> SourceStamp:
-        """Stat and hash ``path`` (raises ``OSError`` when it cannot be read)."""
+    def read(cls, path: Path) -> tuple[SourceStamp, bytes]:
+        """Stat ``path``, then read it once: its stamp and the bytes to decode.
+
+        Hashing the bytes that are decoded means the file is read once, not twice. The
+        stat comes first, so a file changed during the read gets a stamp that no longer
+        matches it and is redone by the next run. Raises ``OSError`` when it cannot be read.
+        """
         stat = path.stat()
-        return cls(sha256_file(path), stat.st_size, stat.st_mtime_ns)
+        data = path.read_bytes()
+        return cls(hashlib.sha256(data).hexdigest(), stat.st_size, stat.st_mtime_ns), data
 
 
 @dataclass

@@ -3,27 +3,46 @@
 Each notebook reads what the previous stage wrote into the run's workspace, so
 papermill runs them in order; each still runs alone on its defaults because its
 setup cell asks this module for its inputs, and every ``ensure_*`` function does
-only the work that is missing (the stages themselves are resumable).
+only the work that is missing (the stages themselves are resumable)::
+
+    settings = DataSettings(project_dir="..", synth_patients=24)
+    data_dir = ensure_processed(settings, task="roi", size=64).out_dir   # synth, ingest, patches
+    model_dir = ensure_model(settings, data_dir)                          # a small baseline
 
 The synthetic default is keyed by its generation parameters
-(``synthetic-p40-s0-small``), so runs with different settings (the test suite's
+(``synthetic-p24-s0-small``), so runs with different settings (the test suite's
 smoke run, ``make reports``) never overwrite each other's data.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mammo_utils.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mammo_utils.ingest import IngestResult
+    from mammo_utils.preprocess import PreprocessResult
 
 #: Sources that are ingested with the CBIS-DDSM adapter.
 _CBIS_LAYOUTS = ("synthetic", "cbis-ddsm")
 
+#: Preprocess settings that only notebook 02 declares; the other notebooks reuse the
+#: values a processed folder was made with instead of imposing the defaults.
+_FOLDER_SETTINGS = ("normal_per_image", "jitter", "min_breast_fraction")
+
 
 @dataclass(frozen=True)
 class DataSettings:
-    """The data parameters every notebook shares (its ``parameters`` cell)."""
+    """The data parameters every notebook shares (its ``parameters`` cell).
+
+    ``data_root`` empty with ``dataset="synthetic"`` means the generated synthetic set
+    (``synth_patients``, ``synth_seed``, ``synth_size``); otherwise it is the folder of a
+    download. ``seed`` drives the patient-level splits and the preprocessing.
+    """
 
     project_dir: str | Path = ".."
     run_name: str = "notebook"
@@ -39,7 +58,8 @@ class DataSettings:
 
     @property
     def is_synthetic(self) -> bool:
-        return self.dataset == "synthetic" and not self.data_root
+        """Whether the data is the synthetic set this project generates itself."""
+        return self.dataset == "synthetic" and not str(self.data_root)
 
     @property
     def dataset_key(self) -> str:
@@ -50,17 +70,23 @@ class DataSettings:
 
     @property
     def workspace(self) -> Workspace:
+        """Every path of this run, with the data folders named by :attr:`dataset_key`."""
         return Workspace(Path(self.project_dir), self.run_name, self.dataset_key)
 
 
 def ensure_raw(settings: DataSettings) -> Path:
-    """The raw data root: the user's ``data_root``, or the synthetic set (generated once)."""
+    """The raw data root: the user's ``data_root``, or the synthetic set (generated once).
+
+    Raises ``FileNotFoundError`` naming the folder when a real data set's ``data_root``
+    is empty or not a folder.
+    """
     if not settings.is_synthetic:
         root = Path(settings.data_root)
-        if not root.is_dir():
+        if not str(settings.data_root) or not root.is_dir():
+            where = f"{root.resolve()} is not a folder" if str(settings.data_root) else "is empty"
             raise FileNotFoundError(
-                f"data_root {root} is not a folder: point it at a {settings.dataset} download "
-                "(see README, 'Real data'), or leave it empty for the synthetic default"
+                f"data_root {where}: point it at the {settings.dataset} download "
+                "(README, 'Real data'), or use dataset='synthetic' with an empty data_root"
             )
         return root
     from mammo_utils.synth import generate_dataset
@@ -71,17 +97,15 @@ def ensure_raw(settings: DataSettings) -> Path:
     return root
 
 
-def ingest_dataset(settings: DataSettings):
-    """Ingest the raw data named by ``settings`` and save it to the workspace.
-
-    Returns the :class:`~mammo_utils.ingest.IngestResult`.
-    """
+def ingest_dataset(settings: DataSettings) -> IngestResult:
+    """Ingest the raw data named by ``settings`` (always anew) and save it to the workspace."""
     from mammo_utils.ingest import ingest
 
     root = ensure_raw(settings)
     adapter = "cbis-ddsm" if settings.dataset in _CBIS_LAYOUTS else settings.dataset
     options = {"views": [view for view in settings.views.split(",") if view] or None}
     if adapter == "cbis-ddsm":
+        # The header index makes a re-ingest read only the DICOMs that changed.
         options["cache_path"] = settings.workspace.interim_dir / "dicom_headers.csv"
     result = ingest(adapter, root, val_fraction=settings.val_fraction,
                     test_fraction=settings.test_fraction, seed=settings.seed, **options)
@@ -97,37 +121,54 @@ def ensure_ingested(settings: DataSettings) -> Path:
     return index
 
 
+def _folder_settings(out_dir: Path) -> dict:
+    """The notebook-02-only settings a processed folder was made with (empty if none)."""
+    path = out_dir / "preprocess_config.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return {key: saved[key] for key in _FOLDER_SETTINGS if key in saved}
+
+
 def ensure_processed(
     settings: DataSettings,
     task: str = "roi",
     size: int = 64,
     working_size: tuple[int, int] | list[int] = (320, 256),
+    *,
     workers: int = 1,
+    progress: bool = False,
     **config,
-) -> Path:
-    """The processed folder for ``task`` and ``size``, preprocessing what is missing.
+) -> PreprocessResult:
+    """Preprocess what is missing for ``task`` and ``size``; the result names ``out_dir``.
 
-    ``config`` holds further :class:`~mammo_utils.preprocess.PreprocessConfig` fields.
+    ``config`` holds further :class:`~mammo_utils.preprocess.PreprocessConfig` fields
+    (``normal_per_image``, ``jitter``, ...). Those not given keep the values the folder
+    was made with, so a notebook that does not declare them reuses notebook 02's
+    patches rather than refusing them. Images already done are not redone.
     """
     from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 
     out_dir = settings.workspace.processed_dir(task, size)
-    preprocess_config = PreprocessConfig(task=task, size=size, working_size=tuple(working_size),
+    config = {**_folder_settings(out_dir), **config}
+    preprocess_config = PreprocessConfig(task=task, size=int(size),
+                                         working_size=tuple(working_size),
                                          seed=settings.seed, **config)
-    run_preprocess(ensure_ingested(settings), out_dir, preprocess_config, workers=workers,
-                   progress=False)
-    return out_dir
+    return run_preprocess(ensure_ingested(settings), out_dir, preprocess_config,
+                          workers=workers, progress=progress)
 
 
 def ensure_model(
     settings: DataSettings,
-    data_dir: Path,
+    data_dir: str | Path,
     architecture: str = "baseline",
+    *,
     epochs: int = 2,
     batch_size: int = 16,
     label_scheme: str = "four_class",
 ) -> Path:
-    """A trained model folder of the run: the existing one, or a small one trained now."""
+    """A trained model folder of the run: the existing one, or a small one trained now
+    from scratch (``weights="none"``) on the processed folder ``data_dir``."""
     model_dir = settings.workspace.model_dir(architecture)
     if (model_dir / "model_card.json").is_file():
         return model_dir

@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/default.yaml
 PYTEST_ARGS ?=
 DEMO_PORT ?= 8866
+# Keep TensorFlow's start-up messages out of test logs and executed notebooks.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup reports test lint bench demo clean
 
@@ -43,7 +45,8 @@ demo: setup
 		--Voila.ip=127.0.0.1 \
 		--Voila.tornado_settings="{'websocket_max_message_size': 209715200}"
 
+# Removes the environment and everything generated; the tracked READMEs stay.
 clean:
-	rm -rf $(VENV) data/raw data/interim data/processed data/runs data/bench models/* reports/* \
-		.pytest_cache .ruff_cache
+	rm -rf $(VENV) data/raw data/interim data/processed data/bench .pytest_cache .ruff_cache
+	find models reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

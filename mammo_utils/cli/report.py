@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mammo_utils.report import ReportError, run_report
 
+    # The notebook kernels inherit this: TensorFlow's start-up chatter stays out of reports.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     params = args.params if args.params.is_absolute() else args.project_dir / args.params
     try:
         result = run_report(params, args.name, project_dir=args.project_dir,

@@ -2,7 +2,9 @@
 
 A model directory holds ``model.keras``, ``model_card.json`` and ``history.csv``. The card
 is the only source of the class order (output unit ``i`` is ``classes[i]``), the input
-size and the preprocessing a model expects. :func:`load_model_dir` refuses a directory
+size and the preprocessing a model expects. The order is the label scheme's by default;
+a model may be trained on any permutation of it (``train(..., class_order=...)``), so
+nothing downstream may assume the scheme's order. :func:`load_model_dir` refuses a directory
 whose card is missing, malformed or disagrees with the saved model, so a model can never
 be read with the wrong labels.
 """
@@ -60,11 +62,7 @@ class ModelCard:
             raise ValueError(
                 f"unknown label scheme {self.label_scheme!r}; expected one of {LABEL_SCHEMES}"
             )
-        if tuple(self.classes) != scheme_classes(self.label_scheme):
-            raise ValueError(
-                f"classes {self.classes} are not the {self.label_scheme} order "
-                f"{list(scheme_classes(self.label_scheme))}"
-            )
+        check_class_order(self.classes, self.label_scheme)
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
 
@@ -104,6 +102,28 @@ class ModelCard:
             return cls.from_json(path.read_text())
         except (ValueError, TypeError) as exc:
             raise ModelDirectoryError(folder, f"invalid {CARD_FILE}: {exc}") from exc
+
+
+def check_class_order(classes, label_scheme: str) -> tuple[str, ...]:
+    """``classes`` as a tuple when it is a permutation of ``label_scheme``'s classes.
+
+    Raises ``ValueError`` naming the duplicated, missing and unknown class names, so a
+    card or a training run can never have two units for one class or a class without one.
+    """
+    expected = scheme_classes(label_scheme)
+    order = tuple(str(name) for name in classes)
+    duplicated = sorted({name for name in order if order.count(name) > 1})
+    missing = [name for name in expected if name not in order]
+    unknown = [name for name in order if name not in expected]
+    if duplicated or missing or unknown:
+        problems = [f"{what} {', '.join(names)}" for what, names in
+                    (("duplicated", duplicated), ("missing", missing), ("unknown", unknown))
+                    if names]
+        raise ValueError(
+            f"classes {list(order)} are not an order of the {label_scheme} classes "
+            f"{list(expected)}: {'; '.join(problems)}"
+        )
+    return order
 
 
 def _json_default(value):

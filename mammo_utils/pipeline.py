@@ -3,9 +3,10 @@
 A manifest (``manifest.csv`` beside ``preprocess_config.json``, see docs/architecture.md)
 lists 16-bit grayscale PNGs with their ``split`` and canonical ``label``. This module
 turns one split into batches of ``(float32 [batch, size, size, 1] in [0, 1], int32 label)``
-where the label is the output index under a label scheme
-(:func:`mammo_utils.classes.scheme_classes` order, which also keeps units for classes
-absent from the data).
+where the label is the output index under a label scheme: by default in
+:func:`mammo_utils.classes.scheme_classes` order, or in the permutation of it passed as
+``classes`` (the order a model card records). Units are kept for classes absent from
+the data.
 
 Training batches are augmented (rotation, flips, zoom, brightness, contrast) with
 stateless random ops whose seeds come from one seeded stream, shuffled with a seed and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammo_utils.classes import label_index, scheme_classes
+from mammo_utils.classes import map_label, scheme_classes
+from mammo_utils.model_card import check_class_order
 
 MANIFEST_NAME = "manifest.csv"
 CONFIG_NAME = "preprocess_config.json"
@@ -94,18 +97,33 @@ def load_manifest(source: str | Path | pd.DataFrame | Manifest) -> Manifest:
     return Manifest(frame=frame, source=path, config=config)
 
 
-def encode_labels(labels, scheme: str = "four_class") -> np.ndarray:
-    """Output indices (int32) of canonical class names under ``scheme``."""
-    return np.asarray([label_index(label, scheme) for label in labels], dtype=np.int32)
+def output_classes(scheme: str = "four_class",
+                   classes: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The output order: ``scheme``'s classes, or ``classes`` after checking that it is
+    a permutation of them (``ValueError`` otherwise)."""
+    if classes is None:
+        return scheme_classes(scheme)
+    return check_class_order(classes, scheme)
 
 
-def class_weights(labels, scheme: str = "four_class") -> dict[int, float]:
-    """Balanced class weights ``n / (k * n_c)`` over the ``k`` classes present.
+def encode_labels(labels, scheme: str = "four_class",
+                  classes: Sequence[str] | None = None) -> np.ndarray:
+    """Output indices (int32) of canonical class names under ``scheme``, in the output
+    order ``classes`` (default: the scheme's order, see :func:`output_classes`)."""
+    order = output_classes(scheme, classes)
+    return np.asarray([order.index(map_label(label, scheme)) for label in labels],
+                      dtype=np.int32)
+
+
+def class_weights(labels, scheme: str = "four_class",
+                  classes: Sequence[str] | None = None) -> dict[int, float]:
+    """Balanced class weights ``n / (k * n_c)`` over the ``k`` classes present, keyed by
+    output index in the order ``classes`` (see :func:`encode_labels`).
 
     Every output unit of the scheme gets a key (Keras wants them all); classes absent
     from ``labels`` get weight 1.0, which never applies since no example carries them.
     """
-    indices = encode_labels(labels, scheme)
+    indices = encode_labels(labels, scheme, classes)
     counts = np.bincount(indices, minlength=len(scheme_classes(scheme)))
     present = int(np.count_nonzero(counts))
     return {
@@ -175,8 +193,7 @@ class Augmentation:
         return warped[0]
 
 
-def _decoded(rows: pd.DataFrame, scheme: str, image_size: int, cache: bool | str):
-    labels = encode_labels(rows["label"], scheme)
+def _decoded(rows: pd.DataFrame, labels: np.ndarray, image_size: int, cache: bool | str):
     dataset = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(str), labels))
     dataset = dataset.map(
         lambda path, label: (decode_png(path, image_size), label),
@@ -194,6 +211,7 @@ def make_dataset(
     split: str,
     *,
     label_scheme: str = "four_class",
+    classes: Sequence[str] | None = None,
     batch_size: int = 32,
     image_size: int | None = None,
     training: bool | None = None,
@@ -204,6 +222,8 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of one split as ``(images, labels)``.
 
+    Labels are output indices under ``label_scheme`` in the order ``classes`` (default:
+    the scheme's; pass a model card's ``classes`` to match its output units).
     ``training`` (default: ``split == "train"``) turns on augmentation, seeded shuffling
     and endless repetition (pass ``steps_per_epoch`` to ``fit``, see
     :func:`steps_per_epoch`); otherwise the split is read once, in manifest order, so
@@ -218,12 +238,13 @@ def make_dataset(
     rows = manifest.split(split)
     size = image_size or manifest.image_size
     training = split == "train" if training is None else training
-    dataset = _decoded(rows, label_scheme, size, cache)
+    labels = encode_labels(rows["label"], label_scheme, classes)
+    dataset = _decoded(rows, labels, size, cache)
     if not training:
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     if balance == "oversample":
-        dataset = _oversampled(dataset, encode_labels(rows["label"], label_scheme), seed)
+        dataset = _oversampled(dataset, labels, seed)
     else:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
     augment = augmentation or Augmentation()

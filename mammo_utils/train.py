@@ -6,6 +6,10 @@ learning-rate reduction, checkpointing and a CSV log, and writes ``model.keras``
 ``model_card.json`` and ``history.csv``. Backbones train in two stages: the new head on
 a frozen backbone, then the top of the backbone at a lower learning rate. The best
 weights over both stages (lowest validation loss) are the ones saved.
+
+The output order is the label scheme's unless ``class_order`` names a permutation of it;
+either way the card's ``classes`` records it, and everything that reads a model (evaluate,
+inference) takes the order from there.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +29,6 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from mammo_utils import models, pipeline
-from mammo_utils.classes import scheme_classes
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
 
 logger = logging.getLogger(__name__)
@@ -167,6 +171,7 @@ def train(
     out_dir: str | Path = "models/default/baseline",
     *,
     label_scheme: str = "four_class",
+    class_order: Sequence[str] | None = None,
     seed: int = 0,
     learning_rate: float = 1e-3,
     fine_tune_epochs: int = 0,
@@ -188,31 +193,34 @@ def train(
     ``fine_tune_epochs`` more at ``fine_tune_learning_rate`` with the top
     ``fine_tune_fraction`` of the backbone unfrozen. A backbone with ``weights="none"``
     trains whole, from scratch, for ``epochs + fine_tune_epochs`` in one stage.
-    ``balance`` is ``class_weight`` (default), ``oversample`` or ``none``. ``verbose`` is
+    ``class_order`` sets which output unit is which class: a permutation of the
+    ``label_scheme`` classes (default: the scheme's order); anything else raises
+    ``ValueError`` before training starts. ``balance`` is ``class_weight`` (default),
+    ``oversample`` or ``none``. ``verbose`` is
     passed to Keras (1: progress bars, 2: one line per epoch).
     """
     started = time.perf_counter()
+    classes = pipeline.output_classes(label_scheme, class_order)
     seed_everything(seed, deterministic)
     manifest = pipeline.load_manifest(data_dir)
     _check_leakage(manifest.frame)
-    classes = scheme_classes(label_scheme)
     image_size = manifest.image_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / HISTORY_FILE).unlink(missing_ok=True)
 
     train_rows, val_rows = manifest.split("train"), manifest.split("val")
-    common = {"label_scheme": label_scheme, "batch_size": batch_size, "image_size": image_size,
-              "seed": seed}
+    common = {"label_scheme": label_scheme, "classes": classes, "batch_size": batch_size,
+              "image_size": image_size, "seed": seed}
     train_data = pipeline.make_dataset(
         manifest, "train", balance=balance, training=True,
         augmentation=None if augment else pipeline.Augmentation(0, 0, False, False, 0, 0),
         **common,
     )
     val_data = pipeline.make_dataset(manifest, "val", training=False, **common)
-    val_labels = pipeline.encode_labels(val_rows["label"], label_scheme)
+    val_labels = pipeline.encode_labels(val_rows["label"], label_scheme, classes)
     weights_by_class = (
-        pipeline.class_weights(train_rows["label"], label_scheme)
+        pipeline.class_weights(train_rows["label"], label_scheme, classes)
         if balance == "class_weight" else None
     )
     steps = pipeline.steps_per_epoch(manifest, "train", batch_size)

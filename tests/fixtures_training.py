@@ -1,10 +1,15 @@
-"""Training-stage fixtures: a tiny ROI data set with a known answer.
+"""Training-stage fixtures: ROI data sets with a known answer.
 
-Each class draws a shape a small CNN learns in seconds, on the same noisy tissue
-background: NORMAL is tissue alone, BENIGN_WITHOUT_CALLBACK scattered bright dots,
-BENIGN a round blob, MALIGNANT a spiky (stellate) blob. A model that scores poorly
-on it has a label-order or pipeline bug, not a hard problem. The layout matches the
-preprocess stage's output (manifest.csv, preprocess_config.json, 16-bit PNGs).
+``synthetic_known_answer_roi_data`` is the project's synthetic CBIS-DDSM set run through
+ingest and preprocessing, large enough for a stable validation AUC: the issue's known
+answer, which catches label-order and pipeline bugs end to end.
+
+``known_answer_roi_data`` is hand-drawn and tiny, for fast tests. Each class draws a
+shape a small CNN learns in seconds, on the same noisy tissue background: NORMAL is
+tissue alone, BENIGN_WITHOUT_CALLBACK scattered bright dots, BENIGN a round blob,
+MALIGNANT a spiky (stellate) blob. A model that scores poorly on it has a label-order
+or pipeline bug, not a hard problem. Both layouts match the preprocess stage's output
+(manifest.csv, preprocess_config.json, 16-bit PNGs).
 """
 
 from __future__ import annotations
@@ -83,9 +88,56 @@ def write_known_answer_dataset(
     return out_dir
 
 
+#: The synthetic set of the known-answer test. The shared ``synthetic_roi_data`` (16
+#: patients) leaves two or fewer validation patches for some classes; 120 patients with a
+#: quarter of them in validation give 12 to 18 per lesion class.
+KNOWN_ANSWER_SYNTHETIC = {"patients": 120, "seed": 0, "size": "small"}
+KNOWN_ANSWER_VAL_FRACTION = 0.25
+#: 64 pixel patches, cut at 640x512 rather than the 320x256 smoke size: a lesion then
+#: fills a third to all of the patch and the baseline's average pooling sees it clearly.
+KNOWN_ANSWER_PREPROCESS = {"task": "roi", "size": 64, "working_size": (640, 512),
+                           "normal_per_image": 1, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def synthetic_known_answer_roi_data(tmp_path_factory) -> Path:
+    """Processed ``roi`` folder of a 120-patient synthetic set (about 30 s on 2 cores)."""
+    from mammo_utils.ingest import ingest
+    from mammo_utils.preprocess import PreprocessConfig, run_preprocess
+    from mammo_utils.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic_known_answer")
+    generate_dataset(root / "synthetic", progress=False, **KNOWN_ANSWER_SYNTHETIC)
+    interim = root / "interim"
+    interim.mkdir()
+    ingest("cbis-ddsm", root / "synthetic", val_fraction=KNOWN_ANSWER_VAL_FRACTION,
+           seed=KNOWN_ANSWER_SYNTHETIC["seed"], cache_path=interim / "dicom_headers.csv",
+           ).save(interim)
+    out = root / "roi-64"
+    run_preprocess(interim / "index.csv", out, PreprocessConfig(**KNOWN_ANSWER_PREPROCESS),
+                   progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def known_answer_roi_data(tmp_path_factory) -> Path:
     """Processed folder of known-answer patches: 48 train, 12 val, 8 test patients,
     one 32x32 patch per class each."""
     out = tmp_path_factory.mktemp("known_answer_roi")
     return write_known_answer_dataset(out, {"train": 48, "val": 12, "test": 8})
+
+
+#: A derangement of the four-class order (no class keeps its unit, and it is not the
+#: reversal), so a pipeline that ignored the requested order could not pass by luck.
+PERMUTED_CLASSES: tuple[str, ...] = ("BENIGN", "MALIGNANT", "NORMAL", "BENIGN_WITHOUT_CALLBACK")
+
+
+@pytest.fixture(scope="session")
+def permuted_known_answer_model(known_answer_roi_data, tmp_path_factory):
+    """The baseline trained on the known-answer patches with output order
+    :data:`PERMUTED_CLASSES` (a ``TrainResult``; about 20 s on 2 cores)."""
+    from mammo_utils.train import train
+
+    out = tmp_path_factory.mktemp("models") / "permuted_baseline"
+    return train(known_answer_roi_data, "baseline", "none", epochs=12, batch_size=16,
+                 out_dir=out, class_order=PERMUTED_CLASSES, seed=0, patience=8, verbose=0)

@@ -12,11 +12,13 @@ from fixtures_inference import (
     small_cnn,
     synthetic_breast,
 )
+from fixtures_training import PERMUTED_CLASSES
 
 from mammo_utils.breast import prepare_and_fit
 from mammo_utils.classes import CLASSES
 from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier, array_image, patch_corners
+from mammo_utils.pipeline import load_manifest
 from mammo_utils.reader import ImageReadError, read_image
 
 
@@ -106,6 +108,24 @@ def test_labels_follow_the_card_class_order():
     card["classes"] = list(CLASSES)
     assert Classifier(model, card).predict(np.full((32, 32), 0.5), input_kind="crop").label \
         == "NORMAL"
+
+
+@pytest.mark.slow
+def test_trained_model_with_permuted_classes_reads_through_its_card(
+        permuted_known_answer_model, known_answer_roi_data):
+    classifier = Classifier.from_dir(permuted_known_answer_model.model_dir)
+    assert classifier.classes == PERMUTED_CLASSES
+    rows = load_manifest(known_answer_roi_data).split("test")
+    patches = [read_image(path)[0] for path in rows["path"]]
+    outputs = classifier.model.predict(np.stack(patches)[..., None], verbose=0)
+    labels = []
+    for patch, output in zip(patches, outputs, strict=True):
+        prediction = classifier.predict(patch, input_kind="crop")
+        assert list(prediction.probabilities) == list(PERMUTED_CLASSES)
+        assert prediction.label == PERMUTED_CLASSES[int(output.argmax())]
+        np.testing.assert_allclose(list(prediction.probabilities.values()), output, atol=1e-5)
+        labels.append(prediction.label)
+    assert (np.array(labels) == rows["label"].to_numpy()).mean() >= 0.75
 
 
 @pytest.mark.parametrize("scheme, first", [("three_class", "NORMAL"),

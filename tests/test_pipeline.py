@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_training import PERMUTED_CLASSES
 
 from mammo_utils import pipeline
 from mammo_utils.classes import label_index
@@ -75,6 +76,26 @@ def test_class_weights_balance_present_classes_and_keep_absent_units():
     assert pipeline.class_weights(["BENIGN", "BENIGN_WITHOUT_CALLBACK"], "three_class") == {
         0: 1.0, 1: 1.0, 2: 1.0
     }
+
+
+def test_labels_and_weights_follow_a_requested_class_order():
+    labels = ["NORMAL", "MALIGNANT", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT"]
+    assert pipeline.encode_labels(labels, classes=PERMUTED_CLASSES).tolist() == [2, 1, 3, 1]
+    assert pipeline.encode_labels(labels).tolist() == [0, 3, 1, 3]
+    three = pipeline.encode_labels(labels, "three_class", ["MALIGNANT", "BENIGN", "NORMAL"])
+    assert three.tolist() == [2, 0, 1, 0]
+    weights = pipeline.class_weights(labels, classes=PERMUTED_CLASSES)
+    assert weights == {0: 1.0, 1: pytest.approx(4 / 6), 2: pytest.approx(4 / 3),
+                       3: pytest.approx(4 / 3)}
+
+
+def test_dataset_labels_follow_a_requested_class_order(known_answer_roi_data):
+    rows = pipeline.load_manifest(known_answer_roi_data).split("val")
+    _, labels = _images_and_labels(pipeline.make_dataset(
+        known_answer_roi_data, "val", classes=PERMUTED_CLASSES, batch_size=16))
+    assert [PERMUTED_CLASSES[i] for i in labels] == rows["label"].tolist()
+    with pytest.raises(ValueError, match="missing BENIGN_WITHOUT_CALLBACK"):
+        pipeline.make_dataset(known_answer_roi_data, "val", classes=PERMUTED_CLASSES[:3])
 
 
 def test_oversampling_draws_classes_evenly(known_answer_roi_data):

@@ -36,12 +36,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         choices=("class_weight", "oversample", "none"),
                         help="class imbalance handling (default: class_weight)")
     parser.add_argument("--label-scheme", default="four_class", choices=LABEL_SCHEMES)
+    parser.add_argument("--class-order", type=_class_list, default=None, metavar="A,B,...",
+                        help="output order: a comma-separated permutation of the label "
+                        "scheme's classes (default: the scheme's order); kept in the card")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patience", type=int, default=5,
                         help="early-stopping patience in epochs on validation loss")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard logs under OUT/tensorboard")
+
+
+def _class_list(text: str) -> list[str]:
+    """``"MALIGNANT, NORMAL"`` -> ``["MALIGNANT", "NORMAL"]`` (checked later, by train)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(
             args.data, args.model, args.weights, args.epochs, args.batch_size, args.out,
-            label_scheme=args.label_scheme, seed=args.seed, learning_rate=args.learning_rate,
+            label_scheme=args.label_scheme, class_order=args.class_order, seed=args.seed,
+            learning_rate=args.learning_rate,
             fine_tune_epochs=args.fine_tune_epochs,
             fine_tune_learning_rate=args.fine_tune_learning_rate, balance=args.balance,
             patience=args.patience, tensorboard=args.tensorboard, verbose=1,

@@ -102,3 +102,25 @@ def most_severe(labels: Iterable[str]) -> str:
     if not ranked:
         raise ValueError("most_severe() needs at least one label")
     return CLASSES[max(ranked)]
+
+
+def check_class_order(classes: Iterable[str], label_scheme: str) -> tuple[str, ...]:
+    """``classes`` as a tuple when it is a permutation of ``label_scheme``'s classes.
+
+    Raises ``ValueError`` naming the duplicated, missing and unknown class names, so a
+    card or a training run can never have two units for one class or a class without one.
+    """
+    expected = scheme_classes(label_scheme)
+    order = tuple(str(name) for name in classes)
+    duplicated = sorted({name for name in order if order.count(name) > 1})
+    missing = [name for name in expected if name not in order]
+    unknown = [name for name in order if name not in expected]
+    if duplicated or missing or unknown:
+        problems = [f"{what} {', '.join(names)}" for what, names in
+                    (("duplicated", duplicated), ("missing", missing), ("unknown", unknown))
+                    if names]
+        raise ValueError(
+            f"classes {list(order)} are not an order of the {label_scheme} classes "
+            f"{list(expected)}: {'; '.join(problems)}"
+        )
+    return order

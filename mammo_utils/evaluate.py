@@ -149,8 +149,9 @@ def evaluate_model(
     """Predict ``split`` of the processed folder ``data_dir`` with the model in
     ``model_dir``; write predictions, metrics and figures under ``out_dir``.
 
-    Labels are mapped to the card's label scheme, so a ``three_class`` model is scored
-    against three classes even though the manifest holds canonical labels.
+    Labels are mapped to the card's label scheme and class order, so a ``three_class``
+    model is scored against three classes, and a model trained with a permuted class
+    order is scored against its own output units.
     """
     from mammo_utils import pipeline
     from mammo_utils.model_card import HISTORY_FILE, load_model_dir
@@ -160,11 +161,12 @@ def evaluate_model(
     manifest = pipeline.load_manifest(data_dir)
     rows = manifest.split(split)
     classes = list(card.classes)
-    y_true = pipeline.encode_labels(rows["label"], card.label_scheme)
+    y_true = pipeline.encode_labels(rows["label"], card.label_scheme, classes)
     dataset = pipeline.make_dataset(
         manifest,
         split,
         label_scheme=card.label_scheme,
+        classes=classes,
         batch_size=batch_size,
         image_size=card.image_size,
         training=False,

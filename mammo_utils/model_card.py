@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mammo_utils.classes import LABEL_SCHEMES, scheme_classes
+from mammo_utils.classes import LABEL_SCHEMES, check_class_order
 from mammo_utils.versions import library_versions
 
 MODEL_FILE = "model.keras"
@@ -102,28 +102,6 @@ class ModelCard:
             return cls.from_json(path.read_text())
         except (ValueError, TypeError) as exc:
             raise ModelDirectoryError(folder, f"invalid {CARD_FILE}: {exc}") from exc
-
-
-def check_class_order(classes, label_scheme: str) -> tuple[str, ...]:
-    """``classes`` as a tuple when it is a permutation of ``label_scheme``'s classes.
-
-    Raises ``ValueError`` naming the duplicated, missing and unknown class names, so a
-    card or a training run can never have two units for one class or a class without one.
-    """
-    expected = scheme_classes(label_scheme)
-    order = tuple(str(name) for name in classes)
-    duplicated = sorted({name for name in order if order.count(name) > 1})
-    missing = [name for name in expected if name not in order]
-    unknown = [name for name in order if name not in expected]
-    if duplicated or missing or unknown:
-        problems = [f"{what} {', '.join(names)}" for what, names in
-                    (("duplicated", duplicated), ("missing", missing), ("unknown", unknown))
-                    if names]
-        raise ValueError(
-            f"classes {list(order)} are not an order of the {label_scheme} classes "
-            f"{list(expected)}: {'; '.join(problems)}"
-        )
-    return order
 
 
 def _json_default(value):

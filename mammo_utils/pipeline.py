@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammo_utils.classes import map_label, scheme_classes
-from mammo_utils.model_card import check_class_order
+from mammo_utils.classes import check_class_order, map_label, scheme_classes
 
 MANIFEST_NAME = "manifest.csv"
 CONFIG_NAME = "preprocess_config.json"

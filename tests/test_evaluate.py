@@ -138,3 +138,19 @@ def test_cli_evaluate_bad_model_dir(processed_dir, tmp_path, capsys):
                    str(processed_dir), "--out", str(tmp_path)])
     assert status == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_permuted_class_order_is_scored_against_its_own_units(
+    permuted_known_answer_model, known_answer_roi_data, tmp_path
+):
+    """A model whose card lists its classes in a permuted order is scored in that order:
+    on the known-answer patches it must score far above chance, which it could not if
+    the labels were encoded in the scheme's default order."""
+    result = evaluate_model(permuted_known_answer_model.model_dir, known_answer_roi_data,
+                            "test", tmp_path, n_bootstrap=20, progress=False)
+    predictions = pd.read_csv(result.predictions_path)
+    card_classes = list(permuted_known_answer_model.card.classes)
+    assert [c.removeprefix("p_") for c in predictions.columns if c.startswith("p_")] == \
+        card_classes
+    assert result.metrics["accuracy"] > 0.75
+    assert (predictions["predicted_label"] == predictions["true_label"]).mean() > 0.75

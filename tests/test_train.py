@@ -11,7 +11,7 @@ import pytest
 from fixtures_training import PERMUTED_CLASSES
 
 from mammo_utils import models, pipeline
-from mammo_utils.classes import CLASSES, scheme_classes
+from mammo_utils.classes import CLASSES, check_class_order, scheme_classes
 from mammo_utils.cli import main as mammo
 from mammo_utils.cli.train import ARCHITECTURES
 from mammo_utils.model_card import (
@@ -20,7 +20,6 @@ from mammo_utils.model_card import (
     MODEL_FILE,
     ModelCard,
     ModelDirectoryError,
-    check_class_order,
     load_model_dir,
 )
 from mammo_utils.train import macro_roc_auc, train

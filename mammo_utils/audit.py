@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tqdm.auto import tqdm
 
 from mammo_utils.breast import breast_mask
+from mammo_utils.classes import CLASSES
 from mammo_utils.metrics import binary_auc, to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,15 @@ class AuditResult:
         return self.banner_markdown()
 
 
+def present_classes(labels: pd.Series) -> list[str]:
+    """The labels that occur, in the canonical order of :data:`~mammo_utils.classes.CLASSES`
+    (least to most severe, as every report lists them); a label outside it (another label
+    scheme's class) follows, alphabetically."""
+    found = set(labels.dropna().astype(str))
+    canonical = [name for name in CLASSES if name in found]
+    return canonical + sorted(found.difference(CLASSES))
+
+
 def _audit_pipeline(categorical: Sequence[str], numeric: Sequence[str], seed: int):
     encode = ColumnTransformer(
         [
@@ -207,6 +217,7 @@ def shortcut_audit(
 ) -> AuditResult:
     """Cross-validated (by patient) one-vs-rest AUC of acquisition features per class.
 
+    ``classes`` defaults to the labels present, in canonical order (:func:`present_classes`).
     ``samples`` has one row per training example (an image for the ``image`` task, a
     patch for ``roi``) with ``image_id``, ``patient_id`` and ``label``; ``features`` is
     :func:`extract_features` output indexed by ``image_id``. Patches of one image share
@@ -216,7 +227,7 @@ def shortcut_audit(
     table = samples[["image_id", "patient_id", "label"]].join(features, on="image_id", how="inner")
     if len(table) < len(samples):
         logger.warning("%d samples have no audit features", len(samples) - len(table))
-    classes = list(classes) if classes is not None else sorted(table["label"].unique())
+    classes = list(classes) if classes is not None else present_classes(table["label"])
     table = table[table["label"].isin(classes)]
     categorical = [c for c in CATEGORICAL_FEATURES if table[c].nunique() > 1]
     numeric = [c for c in NUMERIC_FEATURES if table[c].notna().any() and table[c].nunique() > 1]

@@ -6,6 +6,12 @@ with its confidence and a plain-language description, a bar for every class
 probability, the non-identifying acquisition fields and any warnings. A bad or oversized
 file gives a message inside the page, never a traceback, and the next upload works.
 
+The verdict follows one rule, stated on the page: the label is the class with the tallest
+probability bar and the confidence is that bar's value. For a patch (``roi``) model the
+bars are the probabilities of the most suspicious patch, the one most likely to hold an
+abnormality (see :mod:`mammo_utils.inference`); when that patch is still most probably
+normal, the verdict says so and the bars show how suspicious it was.
+
 The preview shows only the breast's extent on the model's canvas (not its zero padding),
 with a patch scan's heat map blurred at half the patch stride so it reads as a smooth
 map of where the model looked. The result panel sits beside the image on a wide screen
@@ -254,6 +260,21 @@ def severity(label: str) -> str:
     return "malignant" if label == "MALIGNANT" else "other"
 
 
+def confidence_note(scanned: bool) -> str:
+    """What the confidence and the bars mean, in plain words: for a patch scan
+    (``scanned``) they come from the most suspicious patch, else from the whole input."""
+    if scanned:
+        return (
+            "The model scored every patch of the breast. The bars are the probabilities "
+            "of the most suspicious patch (the one most likely to hold an abnormality); "
+            "the verdict is its most probable class and the confidence that probability."
+        )
+    return (
+        "The model's probability for this class: the verdict is the class with the "
+        "highest probability below."
+    )
+
+
 def heatmap_caption(scanned: bool) -> str:
     """What the preview's colours mean, in plain words: a patch scan (``scanned``) or a
     Grad-CAM map of one forward pass."""
@@ -446,7 +467,7 @@ class MammoDemo(widgets.VBox):
         self.label.value = f"<h2>{breakable(prediction.label)}</h2>"
         self.confidence.value = (
             f"Confidence: <b>{percent(prediction.confidence)}</b>"
-            '<div class="mammo-note">the model\'s probability for this class</div>'
+            f'<div class="mammo-note">{html.escape(confidence_note(self._scanned()))}</div>'
         )
         for level in ("normal", "benign", "malignant", "other"):
             self.verdict.remove_class(f"mammo-level-{level}")

@@ -1,18 +1,30 @@
 """Classify one mammogram or lesion crop with a trained model directory.
 
 :class:`Classifier` reads a model directory's card and repeats the preprocessing the
-model was trained with: decode (:func:`mammo_utils.reader.read_image`), breast mask,
-crop and canonical flip, then fit to the model's canvas
-(:func:`mammo_utils.breast.prepare_breast` and :func:`~mammo_utils.breast.fit_to_shape`).
+model was trained with, through the very function preprocessing calls: decode
+(:func:`mammo_utils.reader.read_image`), then :func:`mammo_utils.breast.prepare_and_fit`
+(breast mask, crop, canonical flip, pad and resize) to the card's canvas, rounded to the
+16-bit steps of the training PNGs (:meth:`Classifier.fit_canvas`). An ``image`` model's
+input is therefore exactly the PNG preprocessing writes for the same file, and a ``roi``
+model scans exactly the working canvas its training patches were cut from.
 
 * An ``image`` model sees the whole breast once; its heat map is a Grad-CAM map of the
   last convolution layer (nested backbones such as ``keras.applications`` models are
   followed into).
 * A ``roi`` (patch) model scans the breast at the card's working resolution with
-  overlapping patches of its training size. Each class gets a probability map; the most
-  suspicious patch (highest non-normal probability) decides the image, and the image is
-  called normal when no patch reaches ``threshold``.
+  overlapping patches of its training size, and each class gets a probability map.
+  The *decisive patch* is the most suspicious one: the patch with the highest
+  probability of any non-normal class. The image's probabilities are that patch's
+  probabilities, and its label is their most probable class, so the label and the
+  probability bars always agree (a patch can be the most suspicious and still be
+  most probably NORMAL).
 * ``input_kind="crop"`` classifies a lesion crop directly (resized to the model input).
+
+Every kind ends with the same verdict (:meth:`Classifier.verdict`): the label is the
+most probable class and the confidence its probability. An optional ``threshold``
+makes a non-normal label demand at least that probability; below it the label is the
+normal class, the confidence is the normal probability, and a warning names the most
+suspicious class and its probability ("no patch reached the threshold ...").
 
 The class names and their order come from the model card and nowhere else.
 """
@@ -28,7 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mammo_utils.breast import fit_to_shape, prepare_breast
+from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
 from mammo_utils.reader import ImageReadError, read_image
 
 INPUT_KINDS: tuple[str, ...] = ("auto", "mammogram", "crop")
@@ -81,8 +93,10 @@ class Classifier:
         for ``roi``, ``working_size`` ([height, width]).
     stride : int, optional
         Step between scanned patches in working-resolution pixels; default ``size // 2``.
-    threshold : float
-        Smallest non-normal patch probability that makes an image non-normal.
+    threshold : float, optional
+        Smallest probability a non-normal label needs; a weaker one gives the normal
+        class and a warning (see :meth:`verdict`). Default ``None``: the most probable
+        class, whatever its probability.
     min_tissue : float, optional
         Fraction of breast pixels a patch needs to be scanned (background is skipped);
         default the card's ``preprocessing.min_breast_fraction`` (what its NORMAL
@@ -97,7 +111,7 @@ class Classifier:
         card: Mapping[str, Any],
         *,
         stride: int | None = None,
-        threshold: float = 0.5,
+        threshold: float | None = None,
         min_tissue: float | None = None,
         batch_size: int = 64,
     ) -> None:
@@ -114,9 +128,9 @@ class Classifier:
         if self.task == "roi" and self.working_size is None:
             raise ValueError("a roi model card needs working_size ([height, width])")
         self.stride = int(stride) if stride else max(1, self.image_size // 2)
-        if not 0.0 <= threshold <= 1.0:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)
         if min_tissue is None:
             min_tissue = (card.get("preprocessing") or {}).get("min_breast_fraction", 0.5)
         self.min_tissue = float(min_tissue)
@@ -153,15 +167,60 @@ class Classifier:
             result = self._predict_crop(image, warnings)
         else:
             try:
-                prepared = prepare_breast(image)
+                canvas, mask, geometry = self.fit_canvas(image)
             except ValueError as exc:
                 raise ImageReadError(label, str(exc)) from None
             if self.task == "roi":
-                result = self._predict_scan(prepared, warnings)
+                result = self._predict_scan(canvas, mask, geometry, warnings)
             else:
-                result = self._predict_whole(prepared, warnings)
+                result = self._predict_whole(image, canvas, geometry, warnings)
         safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
         return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe)
+
+    @property
+    def canvas_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the canvas a mammogram is fitted to: the preprocess
+        config's ``working_size`` for a ``roi`` model, ``size`` x ``size`` for an ``image``
+        model (the card copies them as ``working_size`` and ``image_size``)."""
+        if self.task == "roi":
+            return self.working_size
+        return self.image_size, self.image_size
+
+    def fit_canvas(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, BreastGeometry]:
+        """A [0, 1] mammogram on this model's canvas, as preprocessing wrote it.
+
+        Calls :func:`~mammo_utils.breast.prepare_and_fit` with the shape preprocessing
+        used (:attr:`canvas_shape`) and rounds the canvas to 16-bit steps, so an ``image``
+        model's input equals the training PNG and a ``roi`` scan runs over the canvas the
+        training patches were cut from. Returns the canvas, its boolean breast mask and
+        the geometry; raises ``ValueError`` when no breast is found.
+        """
+        canvas, mask, geometry = prepare_and_fit(image, self.canvas_shape)
+        return as_trained(canvas), mask, geometry
+
+    def verdict(
+        self, probabilities: np.ndarray, shortfall: str = "the image did not reach"
+    ) -> tuple[str, float, str | None]:
+        """The label, its confidence and an optional warning for one probability vector.
+
+        The label is the most probable class and the confidence its probability, so a
+        label always matches the tallest probability bar. With a ``threshold``, a
+        non-normal label below it becomes the normal class with the normal probability as
+        confidence, and the warning, opening with ``shortfall`` (e.g. "no patch
+        reached"), names the class that fell short and its probability.
+        """
+        index = int(np.argmax(probabilities))
+        label = self.classes[index]
+        if (self.threshold is None or self.background is None or label == self.background
+                or probabilities[index] >= self.threshold):
+            return label, float(probabilities[index]), None
+        normal = self.classes.index(self.background)
+        warning = (
+            f"{shortfall} the {self.threshold:.1%} threshold for a finding: the most "
+            f"suspicious class is {label} at {probabilities[index]:.1%}, so it is called "
+            f"{self.background}"
+        )
+        return self.background, float(probabilities[normal]), warning
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Class probabilities for ``[n, size, size, 1]`` inputs, in batches."""
@@ -201,15 +260,18 @@ class Classifier:
         display = _fit_display(image)
         return self._single_pass(model_input, display, warnings)
 
-    def _predict_whole(self, prepared, warnings: list[str]) -> dict:
+    def _predict_whole(
+        self, image: np.ndarray, model_input: np.ndarray, geometry: BreastGeometry,
+        warnings: list[str],
+    ) -> dict:
         size = self.image_size
-        note = self._small_input_warning(prepared.image.shape, (size, size), "the breast")
+        x0, y0, x1, y1 = geometry.box
+        crop = image[y0:y1, x0:x1]  # a view: the display is fitted without a full copy
+        note = self._small_input_warning(crop.shape, (size, size), "the breast")
         if note:
             warnings.append(note)
-        model_input, _, _ = fit_to_shape(prepared.image, (size, size))
-        model_input = as_trained(model_input)
-        side = min(DISPLAY_MAX_SIDE, max(prepared.image.shape))
-        display, _, _ = fit_to_shape(prepared.image, (max(side, size), max(side, size)))
+        side = max(size, min(DISPLAY_MAX_SIDE, max(crop.shape)))
+        display, _, _ = fit_to_shape(crop, (side, side), mirror=geometry.flipped)
         return self._single_pass(model_input, display, warnings)
 
     def _single_pass(self, model_input: np.ndarray, display: np.ndarray, warnings) -> dict:
@@ -223,53 +285,46 @@ class Classifier:
         else:
             probabilities, small_map = cam(batch)
             heatmap = cv2.resize(small_map, display.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        index = int(np.argmax(probabilities))
+        label, confidence, warning = self.verdict(probabilities)
+        if warning:
+            warnings.append(warning)
         return {
-            "label": self.classes[index],
-            "confidence": float(probabilities[index]),
+            "label": label,
+            "confidence": confidence,
             "probabilities": self._probabilities(probabilities),
             "heatmap": np.clip(heatmap, 0.0, 1.0).astype(np.float32),
             "image": display.astype(np.float32),
         }
 
     # ------------------------------------------------------------------ patch scan
-    def _predict_scan(self, prepared, warnings: list[str]) -> dict:
-        working = self.working_size
-        note = self._small_input_warning(prepared.image.shape, working, "the breast")
+    def _predict_scan(
+        self, canvas: np.ndarray, mask: np.ndarray, geometry: BreastGeometry,
+        warnings: list[str],
+    ) -> dict:
+        x0, y0, x1, y1 = geometry.box
+        note = self._small_input_warning((y1 - y0, x1 - x0), self.working_size, "the breast")
         if note:
             warnings.append(note)
-        canvas, _, _ = fit_to_shape(prepared.image, working)
-        canvas = as_trained(canvas)
-        mask, _, _ = fit_to_shape(
-            prepared.mask.astype(np.uint8), working, interpolation=cv2.INTER_NEAREST
-        )
-        scan = scan_patches(
-            self, canvas, mask > 0, stride=self.stride, min_tissue=self.min_tissue
-        )
+        scan = scan_patches(self, canvas, mask, stride=self.stride, min_tissue=self.min_tissue)
         if scan.used_all:
             warnings.append("no patch lies mostly on breast tissue: every patch was scanned")
-        label, vector = self._decide(scan.probabilities)
-        heatmap = self._suspicion_map(scan.class_maps)
+        vector = scan.probabilities[self.decisive_patch(scan.probabilities)]
+        label, confidence, warning = self.verdict(vector, "no patch reached")
+        if warning:
+            warnings.append(warning)
         return {
             "label": label,
-            "confidence": float(vector[self.classes.index(label)]),
+            "confidence": confidence,
             "probabilities": self._probabilities(vector),
-            "heatmap": heatmap,
-            "image": canvas.astype(np.float32),
+            "heatmap": self._suspicion_map(scan.class_maps),
+            "image": canvas,
         }
 
-    def _decide(self, patch_probabilities: np.ndarray) -> tuple[str, np.ndarray]:
-        """The most suspicious patch decides; normal when none reaches the threshold.
-
-        Returns the image label and the deciding patch's probability vector.
-        """
+    def decisive_patch(self, patch_probabilities: np.ndarray) -> int:
+        """Row of the most suspicious patch: the highest probability of a non-normal
+        class (of any class when the card has no normal class)."""
         suspicious = [i for i, c in enumerate(self.classes) if c != self.background]
-        scores = patch_probabilities[:, suspicious].max(axis=1)
-        worst = int(np.argmax(scores))
-        vector = patch_probabilities[worst]
-        if self.background is not None and scores[worst] < self.threshold:
-            return self.background, vector
-        return self.classes[suspicious[int(np.argmax(vector[suspicious]))]], vector
+        return int(np.argmax(patch_probabilities[:, suspicious].max(axis=1)))
 
     def _suspicion_map(self, class_maps: np.ndarray) -> np.ndarray:
         """Per pixel, the highest non-normal class probability."""

@@ -32,7 +32,9 @@ _CBIS_LAYOUTS = ("synthetic", "cbis-ddsm")
 
 #: Preprocess settings that only notebook 02 declares; the other notebooks reuse the
 #: values a processed folder was made with instead of imposing the defaults.
-_FOLDER_SETTINGS = ("normal_per_image", "jitter", "min_breast_fraction")
+_FOLDER_SETTINGS = (
+    "normal_per_image", "patches_per_lesion", "jitter", "min_breast_fraction",
+)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,9 @@ def ensure_processed(
     """
     from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 
-    out_dir = settings.workspace.processed_dir(task, size)
+    out_dir = settings.workspace.processed_dir(
+        task, size, working_size if task == "roi" else None
+    )
     config = {**_folder_settings(out_dir), **config}
     preprocess_config = PreprocessConfig(task=task, size=int(size),
                                          working_size=tuple(working_size),

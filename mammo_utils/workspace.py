@@ -5,7 +5,7 @@ Layout under the project folder (all generated, all git-ignored)::
 
     data/raw/<dataset>/                         raw data; the synthetic default is generated here
     data/interim/<dataset>/                     index.csv, lesions.csv, rejects.csv
-    data/processed/<dataset>/<task>-<size>/     PNGs, manifest.csv, preprocess_config.json
+    data/processed/<dataset>/<task>-<size>[-HxW]/  PNGs, manifest.csv, preprocess_config.json
     models/<run>/<model>/                       model.keras, model_card.json, history.csv
     reports/<run>/                              executed notebooks, HTML, figures/, metrics/
 """
@@ -38,9 +38,16 @@ class Workspace:
         """Ingest output: index.csv, lesions.csv, rejects.csv."""
         return self.project_dir / "data" / "interim" / self.dataset
 
-    def processed_dir(self, task: str, size: int) -> Path:
-        """Preprocess output for one task and patch or image size."""
-        return self.project_dir / "data" / "processed" / self.dataset / f"{task}-{size}"
+    def processed_dir(
+        self, task: str, size: int, working_size: tuple[int, int] | list[int] | None = None
+    ) -> Path:
+        """Preprocess output for one task and patch or image size (``roi-64-640x512``:
+        a ``roi`` folder also names its working resolution, since patches of one size
+        cut at two scales are different data)."""
+        name = f"{task}-{size}"
+        if working_size is not None:
+            name += "-{}x{}".format(*working_size)
+        return self.project_dir / "data" / "processed" / self.dataset / name
 
     @property
     def models_dir(self) -> Path:

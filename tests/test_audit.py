@@ -18,8 +18,10 @@ from mammo_utils.audit import (
     audit_manifest,
     background_statistics,
     extract_features,
+    present_classes,
     shortcut_audit,
 )
+from mammo_utils.classes import CLASSES
 
 LESION_CLASSES = ("BENIGN_WITHOUT_CALLBACK", "BENIGN", "MALIGNANT")
 
@@ -103,6 +105,15 @@ def test_flags_normals_from_another_source(tmp_path):
     assert "separable without anatomy: a likely shortcut" in result.banner_markdown()
     assert "SHORTCUT WARNING" in result.banner_html()
     assert result.n_patients == 48
+    assert result.classes == list(CLASSES)
+    assert list(result.per_class_auc) == list(CLASSES)
+
+
+def test_classes_follow_the_canonical_order_not_the_alphabet():
+    labels = pd.Series(["MALIGNANT", "NORMAL", "BENIGN", "MALIGNANT", "NOT_MALIGNANT"])
+    assert present_classes(labels) == ["NORMAL", "BENIGN", "MALIGNANT", "NOT_MALIGNANT"]
+    assert present_classes(pd.Series(["BENIGN_WITHOUT_CALLBACK", "BENIGN"])) == [
+        "BENIGN_WITHOUT_CALLBACK", "BENIGN"]
 
 
 def test_does_not_flag_clean_roi_task(tmp_path):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime, timezone
 
 import cv2
 import numpy as np
 import pytest
-from fixtures_inference import png_bytes
+from fixtures_inference import PATCH, WORKING, png_bytes, write_model_dir
 
 from mammo_utils.demo import (
     ACCEPT,
@@ -147,3 +148,32 @@ def test_real_dicom_example_shows_no_identifiers(project, real_mammograms):
                                        app.warnings))
     assert "CC" in app.metadata.value or "MLO" in app.metadata.value
     assert "P_00" not in app.metadata.value and "Patient" not in shown
+
+
+def _ambiguous_roi_model(folder):
+    """A roi model answering NORMAL 23 %, MALIGNANT 31.6 % for every patch (bias only)."""
+    import keras
+
+    inputs = keras.Input((PATCH, PATCH, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(1, 1)(inputs))
+    head = keras.layers.Dense(4, activation="softmax")
+    model = keras.Model(inputs, head(x))
+    head.set_weights([np.zeros((1, 4)), np.log([0.23, 0.25, 0.204, 0.316])])
+    return write_model_dir(folder, model, task="roi", working_size=WORKING, name=folder.name)
+
+
+def _top_bar(app) -> str:
+    return re.search(r'mammo-prob-top" data-class="([A-Z_]+)"', app.probabilities.value)[1]
+
+
+def test_verdict_is_the_tallest_bar_and_the_page_says_why(project, breast_png):
+    folder = _ambiguous_roi_model(project / "models" / "run" / "ambiguous_roi")
+    app = build_demo(project, folder, example_path=breast_png)
+    assert app.prediction.label == _top_bar(app) == "MALIGNANT"
+    assert "31.6 %" in app.confidence.value and "23.0 %" in app.probabilities.value
+    assert "most suspicious patch" in app.confidence.value
+    assert "mammo-level-malignant" in app.verdict._dom_classes
+    app.model_chooser.value = project / "models" / "run" / "cnn_image"
+    assert app.prediction.label == _top_bar(app)
+    assert "highest probability" in app.confidence.value
+    assert "patch" not in app.confidence.value

@@ -244,3 +244,25 @@ def test_two_workers_give_the_same_outputs_as_one(tiny, tmp_path):
     assert parallel.images_processed == 6
     pd.testing.assert_frame_equal(serial.manifest, parallel.manifest)
     assert _outputs(tmp_path / "parallel") == _outputs(tmp_path / "serial")
+
+
+def test_patches_per_lesion_cuts_several_jittered_views_of_each_lesion(tiny, tmp_path):
+    """Each abnormality gives ``patches_per_lesion`` patches with their own centre shift,
+    all from the same image (so in the same split); NORMAL patches are unchanged."""
+    index, _ = tiny
+    one = run_preprocess(index, tmp_path / "one", ROI, progress=False)
+    three = run_preprocess(index, tmp_path / "three", PreprocessConfig(
+        task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE, normal_per_image=3,
+        patches_per_lesion=3, seed=0), progress=False)
+    lesions_one = one.manifest[one.manifest["kind"] == "lesion"]
+    lesions_three = three.manifest[three.manifest["kind"] == "lesion"]
+    assert len(lesions_three) == 3 * len(lesions_one) > 0
+    for _, views in lesions_three.groupby(["image_id", "abnormality_id"]):
+        assert len(views) == 3 and views["split"].nunique() == 1
+        assert len(set(zip(views["center_x"], views["center_y"], strict=True))) > 1
+    assert (three.manifest["kind"] == "normal").sum() == (one.manifest["kind"] == "normal").sum()
+
+
+def test_patches_per_lesion_below_one_is_refused():
+    with pytest.raises(ValueError, match="patches_per_lesion must be >= 1"):
+        PreprocessConfig(patches_per_lesion=0)

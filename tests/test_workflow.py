@@ -35,7 +35,9 @@ def test_workspace_paths_follow_the_key(tmp_path):
     key = "synthetic-p7-s0-small"
     assert ws.synthetic_dir == tmp_path.resolve() / "data" / "raw" / key
     assert ws.interim_dir == tmp_path.resolve() / "data" / "interim" / key
-    assert ws.processed_dir("roi", 64) == tmp_path.resolve() / "data" / "processed" / key / "roi-64"
+    processed = tmp_path.resolve() / "data" / "processed" / key
+    assert ws.processed_dir("image", 64) == processed / "image-64"
+    assert ws.processed_dir("roi", 64, (640, 512)) == processed / "roi-64-640x512"
     assert ws.model_dir("baseline") == tmp_path.resolve() / "models" / "r" / "baseline"
 
 
@@ -67,7 +69,7 @@ def test_ensure_processed_builds_every_stage(processed):
     ws = settings.workspace
     assert (ws.synthetic_dir / "synth_manifest.json").is_file()
     assert (ws.interim_dir / "index.csv").is_file()
-    assert result.out_dir == ws.processed_dir("roi", 32)
+    assert result.out_dir == ws.processed_dir("roi", 32, (160, 128))
     assert result.images_in == result.images_processed > 0
     assert result.images_in == result.images_done + result.images_rejected
     assert (result.out_dir / "manifest.csv").is_file() and len(result.manifest) > 0
@@ -92,8 +94,14 @@ def test_ensure_processed_second_call_does_nothing(processed):
 
 def test_ensure_processed_refuses_other_settings_in_the_same_folder(processed):
     settings, _ = processed
-    with pytest.raises(ValueError, match="other settings.*working_size"):
-        ensure_processed(settings, "roi", 32, (192, 160))
+    with pytest.raises(ValueError, match="other settings.*jitter"):
+        ensure_processed(settings, "roi", 32, (160, 128), jitter=1)
+
+
+def test_another_working_size_gets_its_own_folder(processed):
+    settings, first = processed
+    other = ensure_processed(settings, "roi", 32, (192, 160), normal_per_image=1)
+    assert other.out_dir != first.out_dir and other.out_dir.name == "roi-32-192x160"
 
 
 def test_ensure_model_keeps_an_existing_model(tmp_path):

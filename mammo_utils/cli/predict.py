@@ -27,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="whole mammogram or lesion crop (auto: guess from the image)")
     parser.add_argument("--stride", type=int, default=None,
                         help="patch-scan stride in working pixels (roi models; default size/2)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="non-normal patch probability that makes an image non-normal")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="smallest probability a non-normal label needs; below it the "
+                        "image is called NORMAL with a warning (default: none, the top class)")
 
 
 def _record(path: Path, prediction) -> dict:

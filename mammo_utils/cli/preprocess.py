@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="HEIGHTxWIDTH the breast is fitted to before cutting patches")
     parser.add_argument("--normal-per-image", type=int, default=defaults.normal_per_image,
                         help="NORMAL patches drawn from each image (roi)")
+    parser.add_argument("--patches-per-lesion", type=int, default=defaults.patches_per_lesion,
+                        help="jittered patches cut around each abnormality (roi)")
     parser.add_argument("--jitter", type=int, default=None,
                         help="largest lesion-centre shift in working pixels (default size/8)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = PreprocessConfig(
         task=args.task, size=args.size, working_size=parse_working_size(args.working_size),
-        normal_per_image=args.normal_per_image, jitter=args.jitter, seed=args.seed,
+        normal_per_image=args.normal_per_image, patches_per_lesion=args.patches_per_lesion,
+        jitter=args.jitter, seed=args.seed,
     )
     result = run_preprocess(
         args.index, args.out, config, lesions=args.lesions, workers=args.workers

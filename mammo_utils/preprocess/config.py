@@ -8,7 +8,8 @@ TASKS: tuple[str, ...] = ("roi", "image")
 
 #: Settings that decide the bytes of every output: a resumed run must share them.
 OUTPUT_SETTINGS: tuple[str, ...] = (
-    "task", "size", "working_size", "normal_per_image", "jitter", "seed", "min_breast_fraction",
+    "task", "size", "working_size", "normal_per_image", "patches_per_lesion", "jitter", "seed",
+    "min_breast_fraction",
 )
 
 
@@ -18,8 +19,10 @@ class PreprocessConfig:
 
     ``task`` ``image``: the whole breast crop padded to a square and resized to ``size``.
     ``task`` ``roi``: the crop fitted to ``working_size`` ``(height, width)``, then
-    ``size`` x ``size`` patches centred on each abnormality (shifted by up to ``jitter``
-    working pixels; ``None`` means ``size // 8``) and ``normal_per_image`` NORMAL patches
+    ``patches_per_lesion`` patches of ``size`` x ``size`` centred on each abnormality, each
+    shifted by its own draw of up to ``jitter`` working pixels (``None`` means ``size // 8``;
+    several jittered views of a lesion multiply the scarce lesion examples, and all of them
+    stay in the lesion's split), and ``normal_per_image`` NORMAL patches
     at least ``min_breast_fraction`` breast that overlap no abnormality. ``seed`` fixes
     every random draw, per image, so results do not depend on worker scheduling.
     """
@@ -28,6 +31,7 @@ class PreprocessConfig:
     size: int = 224
     working_size: tuple[int, int] = (1152, 896)
     normal_per_image: int = 2
+    patches_per_lesion: int = 1
     jitter: int | None = None
     seed: int = 0
     min_breast_fraction: float = 0.7
@@ -45,6 +49,8 @@ class PreprocessConfig:
             )
         if self.normal_per_image < 0:
             raise ValueError(f"normal_per_image must be >= 0, got {self.normal_per_image}")
+        if self.patches_per_lesion < 1:
+            raise ValueError(f"patches_per_lesion must be >= 1, got {self.patches_per_lesion}")
         if not 0.0 <= self.min_breast_fraction <= 1.0:
             raise ValueError(
                 f"min_breast_fraction must be in [0, 1], got {self.min_breast_fraction}"

@@ -2,8 +2,8 @@
 
 The breast crop is fitted to one working resolution, so every patch has the same
 physical scale. A lesion's centre is its ROI-mask centroid (CBIS-DDSM) or its listed
-centre (MIAS), mapped through crop, flip, pad and resize, then shifted by a seeded
-jitter. NORMAL patches are drawn, seeded, among windows that are mostly breast and
+centre (MIAS), mapped through crop, flip, pad and resize; each of its patches is shifted
+by its own seeded jitter. NORMAL patches are drawn, seeded, among windows that are mostly breast and
 touch no abnormality of the image.
 """
 
@@ -142,14 +142,16 @@ def cut_roi(image: np.ndarray, job: ImageJob, sha256: str) -> TaskOutput:
             })
             continue
         lesion_area |= region.astype(np.uint8)
-        shift = rng.integers(-config.jitter, config.jitter + 1, size=2)
-        cx, cy = (int(round(value)) for value in centre + shift)
-        output.add(
-            f"{job.image_id}_lesion_{safe_name(abnormality)}", label,
-            to_uint16(extract_patch(canvas, (cx, cy), size)),
-            {**base, "label": label, "kind": "lesion", "abnormality_id": abnormality,
-             "center_x": cx, "center_y": cy},
-        )
+        for view in range(config.patches_per_lesion):
+            shift = rng.integers(-config.jitter, config.jitter + 1, size=2)
+            cx, cy = (int(round(value)) for value in centre + shift)
+            suffix = f"_{view}" if view else ""
+            output.add(
+                f"{job.image_id}_lesion_{safe_name(abnormality)}{suffix}", label,
+                to_uint16(extract_patch(canvas, (cx, cy), size)),
+                {**base, "label": label, "kind": "lesion", "abnormality_id": abnormality,
+                 "center_x": cx, "center_y": cy},
+            )
     if not located_all:
         return output
     kernel = np.ones((2 * LESION_MARGIN + 1,) * 2, dtype=np.uint8)

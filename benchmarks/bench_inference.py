@@ -3,7 +3,8 @@
 * ``predict_latency_s``: end-to-end ``Classifier.predict`` of an image model (MobileNetV2,
   224 px, random weights: speed does not depend on the weights), Grad-CAM included;
 * ``predict_overhead``: that latency over (reader time + one model forward pass), the
-  cost of breast crop, resize and Grad-CAM (target <= 1.5);
+  cost of breast crop, resize (:meth:`Classifier.fit_canvas`, the preprocessing path)
+  and Grad-CAM (target <= 1.5);
 * ``roi_scan_*``: the patch scan of a baseline roi model at the default 1152x896 working
   size with 224 px patches, stride 112, patches batched.
 
@@ -102,10 +103,9 @@ def run(context: dict) -> dict:
 
 def _patch_count(classifier: Classifier, image: np.ndarray) -> int:
     """Patches the scan classifies for ``image`` (those on breast tissue)."""
-    from mammo_utils.breast import prepare_and_fit
-    from mammo_utils.inference import as_trained, scan_patches
+    from mammo_utils.inference import scan_patches
 
-    canvas, mask, _ = prepare_and_fit(image, WORKING)
-    scan = scan_patches(classifier, as_trained(canvas), mask, stride=classifier.stride,
+    canvas, mask, _ = classifier.fit_canvas(image)
+    scan = scan_patches(classifier, canvas, mask, stride=classifier.stride,
                         min_tissue=classifier.min_tissue)
     return len(scan.probabilities)

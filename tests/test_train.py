@@ -30,10 +30,10 @@ def test_baseline_learns_the_synthetic_known_answer(synthetic_known_answer_roi_d
     """The issue's known answer: synthetic roi data -> validation macro ROC-AUC >= 0.85.
 
     The whole chain runs (synth, ingest, preprocess, pipeline, train), so a label-order
-    or pipeline bug anywhere shows as a score near chance. About 2 to 3 min on 2 cores.
+    or pipeline bug anywhere shows as a score near chance. About 1.5 min on 2 cores.
     """
-    result = train(synthetic_known_answer_roi_data, "baseline", "none", epochs=60,
-                   batch_size=16, out_dir=tmp_path / "baseline", seed=0, patience=60,
+    result = train(synthetic_known_answer_roi_data, "baseline", "none", epochs=20,
+                   batch_size=32, out_dir=tmp_path / "baseline", seed=0, patience=20,
                    augment=False, verbose=0)
     metrics = result.card.validation_metrics
     assert metrics["macro_roc_auc"] >= 0.85, metrics

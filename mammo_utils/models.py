@@ -168,6 +168,23 @@ def _load_backbone(architecture: str, image_size: int, weights: str | Path):
     return backbone
 
 
+#: Moving-average momentum of BatchNormalization in a backbone trained from scratch.
+FROM_SCRATCH_BN_MOMENTUM = 0.9
+
+
+def _use_fast_batch_norm_statistics(backbone: keras.Model) -> None:
+    """Let a from-scratch backbone's BatchNormalization statistics follow training.
+
+    ``keras.applications`` use a momentum of 0.99, made for ImageNet-length training:
+    after a few hundred steps the moving statistics still describe the random initial
+    weights, and the model predicts one class at validation (MobileNetV2 on the
+    synthetic patches: validation macro AUC 0.49 after 8 epochs at 0.99, 0.80 at 0.9).
+    """
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = FROM_SCRATCH_BN_MOMENTUM
+
+
 def _transfer(inputs, architecture: str, num_classes: int, image_size: int,
               weights: str | Path, dropout: float, l2: float):
     spec = _backbone_spec(architecture)
@@ -180,6 +197,8 @@ def _transfer(inputs, architecture: str, num_classes: int, image_size: int,
     # so small batches never disturb the learned statistics. From scratch the statistics
     # must be learned, so BatchNormalization follows the training phase.
     pretrained = weights not in ("none", None)
+    if not pretrained:
+        _use_fast_batch_norm_statistics(backbone)
     x = backbone(x, training=False if pretrained else None)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)

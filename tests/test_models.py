@@ -75,6 +75,19 @@ def test_fine_tune_unfreezes_the_top_but_never_batch_norm():
     assert all(layer.trainable for layer in layers)
 
 
+def test_batch_norm_statistics_follow_training_only_from_scratch(tmp_path):
+    """From scratch the backbone's BatchNormalization moving averages must catch up with
+    short training; with given weights the learned statistics are left as they are."""
+    def momenta(model):
+        return {layer.momentum for layer in models.backbone_of(model).layers
+                if isinstance(layer, keras.layers.BatchNormalization)}
+
+    scratch = models.build_model("mobilenetv2", 2, SIZE, weights="none")
+    assert momenta(scratch) == {models.FROM_SCRATCH_BN_MOMENTUM}
+    path = models.save_backbone_weights(scratch, tmp_path / "b.weights.h5")
+    assert momenta(models.build_model("mobilenetv2", 2, SIZE, weights=path)) == {0.999}
+
+
 def test_local_backbone_weights_round_trip(tmp_path):
     keras.utils.set_random_seed(1)
     source = models.build_model("mobilenetv2", 4, SIZE)

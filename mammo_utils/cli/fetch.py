@@ -10,7 +10,7 @@ from mammo_utils.fetch.mias import DEFAULT_URL as MIAS_URL
 from mammo_utils.fetch.tcia import DEFAULT_BASE_URL, DEFAULT_CSV_BASE_URL
 
 NAME = "fetch"
-HELP = "download CBIS-DDSM from TCIA or mini-MIAS (resumable, verified)"
+HELP = "Download CBIS-DDSM from TCIA or mini-MIAS (resumable, verified)."
 ORDER = 15
 
 

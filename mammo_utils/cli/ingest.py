@@ -10,7 +10,7 @@ from mammo_utils.ingest import ADAPTERS, IngestResult, combine, ingest
 from mammo_utils.splits import split_summary
 
 NAME = "ingest"
-HELP = "index CBIS-DDSM, mini-MIAS or an image folder (with patient-level splits)"
+HELP = "Index CBIS-DDSM, mini-MIAS or an image folder, with patient-level splits."
 ORDER = 20
 
 HEADER_CACHE = "dicom_headers.csv"

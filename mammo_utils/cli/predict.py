@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 NAME = "predict"
-HELP = "classify mammograms (DICOM, PNG, JPEG, PGM) with a trained model"
+HELP = "Classify mammograms (DICOM, PNG, JPEG, PGM) with a trained model."
 ORDER = 60
 
 

@@ -45,8 +45,11 @@ demo: setup
 		--Voila.ip=127.0.0.1 \
 		--Voila.tornado_settings="{'websocket_max_message_size': 209715200}"
 
-# Removes the environment and everything generated; the tracked READMEs stay.
+# Removes the environment and everything the project generated (synthetic data, ingest and
+# preprocess outputs, models, reports). Downloads in data/raw/ other than the synthetic
+# sets are kept; the tracked READMEs stay.
 clean:
-	rm -rf $(VENV) data/raw data/interim data/processed data/bench .pytest_cache .ruff_cache
+	rm -rf $(VENV) data/raw/synthetic* data/interim data/processed data/bench \
+		.pytest_cache .ruff_cache
 	find models reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

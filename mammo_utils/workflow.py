@@ -79,11 +79,13 @@ class DataSettings:
 def ensure_raw(settings: DataSettings) -> Path:
     """The raw data root: the user's ``data_root``, or the synthetic set (generated once).
 
-    Raises ``FileNotFoundError`` naming the folder when a real data set's ``data_root``
-    is empty or not a folder.
+    A relative ``data_root`` is taken from the project folder (``data/raw/cbis-ddsm``
+    means the same in a notebook, whose working folder is ``notebooks/``, as on the
+    command line). Raises ``FileNotFoundError`` naming the folder when a real data set's
+    ``data_root`` is empty or not a folder.
     """
     if not settings.is_synthetic:
-        root = Path(settings.data_root)
+        root = settings.workspace.project_dir / Path(settings.data_root)
         if not str(settings.data_root) or not root.is_dir():
             where = f"{root.resolve()} is not a folder" if str(settings.data_root) else "is empty"
             raise FileNotFoundError(

@@ -136,8 +136,9 @@ def test_cli_evaluate(processed_dir, models_dir, tmp_path, capsys):
 def test_cli_evaluate_bad_model_dir(processed_dir, tmp_path, capsys):
     status = main(["evaluate", "--model", str(tmp_path / "missing"), "--data",
                    str(processed_dir), "--out", str(tmp_path)])
-    assert status == 2
-    assert "missing" in capsys.readouterr().err
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("mammo evaluate: error: ") and "missing" in error
 
 
 def test_permuted_class_order_is_scored_against_its_own_units(

@@ -327,7 +327,7 @@ def test_ingest_cli_reports_a_data_error_without_traceback(tmp_path, capsys):
     status = mammo(["ingest", "cbis-ddsm", "--root", str(tmp_path), "--out",
                     str(tmp_path / "out"), "--csv-only"])
     err = capsys.readouterr().err
-    assert status == 1 and err.startswith("error: ") and CSV_NAME in err
+    assert status == 1 and err.startswith("mammo ingest: error: ") and CSV_NAME in err
     assert mammo(["ingest", "mias", "--root", str(tmp_path / "nowhere"), "--out",
                   str(tmp_path / "out")]) == 1
     assert "is not a folder" in capsys.readouterr().err

@@ -31,12 +31,16 @@ def _pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+#: Extras for particular hardware, installed by hand (README), never by default.
+HARDWARE_EXTRAS = {"gpu"}
+
+
 def test_environment_yml_installs_the_package_with_every_extra():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(
         item["pip"] for item in environment["dependencies"] if isinstance(item, dict)
     )
-    extras = set(_pyproject()["project"]["optional-dependencies"])
+    extras = set(_pyproject()["project"]["optional-dependencies"]) - HARDWARE_EXTRAS
     assert pip_section == [f'-e ".[{",".join(sorted(extras))}]"']
 
 

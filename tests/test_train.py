@@ -233,9 +233,10 @@ def test_mammo_train_command_writes_a_model_directory(known_answer_roi_data, tmp
 def test_mammo_train_reports_bad_input_without_a_traceback(tmp_path, capsys,
                                                            known_answer_roi_data):
     status = mammo(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
-    assert status == 2
-    assert "manifest not found" in capsys.readouterr().err
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("mammo train: error: ") and "manifest not found" in error
     status = mammo(["train", "--data", str(known_answer_roi_data), "--out", str(tmp_path / "m"),
                     "--class-order", "NORMAL,BENIGN,MALIGNANT,MALIGNANT"])
-    assert status == 2
+    assert status == 1
     assert "duplicated MALIGNANT; missing BENIGN_WITHOUT_CALLBACK" in capsys.readouterr().err

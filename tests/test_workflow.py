@@ -111,3 +111,9 @@ def test_ensure_model_keeps_an_existing_model(tmp_path):
     (model_dir / "model_card.json").write_text("{}")
     # No data folder exists: training would fail, so returning proves nothing was trained.
     assert ensure_model(settings, Path(tmp_path / "no-data")) == model_dir
+
+
+def test_a_relative_data_root_is_taken_from_the_project_folder(tmp_path):
+    (tmp_path / "data" / "raw" / "mias").mkdir(parents=True)
+    settings = DataSettings(project_dir=tmp_path, dataset="mias", data_root="data/raw/mias")
+    assert ensure_raw(settings) == tmp_path.resolve() / "data" / "raw" / "mias"

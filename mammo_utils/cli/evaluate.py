@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 NAME = "evaluate"
@@ -28,17 +27,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mammo_utils.evaluate import evaluate_model
-    from mammo_utils.model_card import ModelDirectoryError
-    from mammo_utils.pipeline import ManifestError
 
-    try:
-        result = evaluate_model(
-            args.model, args.data, args.split, args.out, batch_size=args.batch_size,
-            n_bootstrap=args.bootstrap, seed=args.seed, make_figures=not args.no_figures,
-        )
-    except (ModelDirectoryError, ManifestError) as err:
-        print(f"mammo evaluate: {err}", file=sys.stderr)
-        return 2
+    result = evaluate_model(
+        args.model, args.data, args.split, args.out, batch_size=args.batch_size,
+        n_bootstrap=args.bootstrap, seed=args.seed, make_figures=not args.no_figures,
+    )
     m = result.metrics
     numbers = {
         "accuracy": m["accuracy"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mammo_utils.ingest import ADAPTERS, IngestResult, combine, ingest
@@ -64,14 +63,10 @@ def _options(dataset: str, args: argparse.Namespace, cache_name: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Ingest, print the summary and write the tables; a data problem (a missing folder,
-    an unreadable or incomplete CSV, bad split fractions) is one ``error:`` line and
-    exit status 1, not a traceback."""
-    try:
-        result = _ingest_all(args)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    """Ingest, print the summary and write the tables. A data problem (a missing folder,
+    an unreadable or incomplete CSV, bad split fractions) raises, and the ``mammo`` entry
+    point turns it into one error line and exit status 1."""
+    result = _ingest_all(args)
     result.save(args.out)
     print(result.summary())
     print(split_summary(result.index).to_string())

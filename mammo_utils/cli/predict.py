@@ -52,14 +52,9 @@ def _line(path: Path, prediction) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mammo_utils.inference import Classifier
-    from mammo_utils.model_card import ModelDirectoryError
     from mammo_utils.reader import ImageReadError
 
-    try:
-        classifier = Classifier.from_dir(args.model, stride=args.stride, threshold=args.threshold)
-    except (ModelDirectoryError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    classifier = Classifier.from_dir(args.model, stride=args.stride, threshold=args.threshold)
     failed = 0
     for path in args.files:
         try:
@@ -70,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps({"file": str(path), "error": reason}), flush=True)
             else:
-                print(f"error: {reason}", file=sys.stderr, flush=True)
+                print(f"mammo predict: error: {reason}", file=sys.stderr, flush=True)
             continue
         text = json.dumps(_record(path, prediction)) if args.json else _line(path, prediction)
         print(text, flush=True)

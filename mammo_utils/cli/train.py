@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mammo_utils.classes import LABEL_SCHEMES
@@ -53,22 +52,16 @@ def _class_list(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mammo_utils.models import WeightsUnavailableError
-    from mammo_utils.pipeline import ManifestError
     from mammo_utils.train import train
 
-    try:
-        result = train(
-            args.data, args.model, args.weights, args.epochs, args.batch_size, args.out,
-            label_scheme=args.label_scheme, class_order=args.class_order, seed=args.seed,
-            learning_rate=args.learning_rate,
-            fine_tune_epochs=args.fine_tune_epochs,
-            fine_tune_learning_rate=args.fine_tune_learning_rate, balance=args.balance,
-            patience=args.patience, tensorboard=args.tensorboard, verbose=1,
-        )
-    except (ManifestError, WeightsUnavailableError, FileNotFoundError, ValueError) as err:
-        print(f"mammo train: {err}", file=sys.stderr)
-        return 2
+    result = train(
+        args.data, args.model, args.weights, args.epochs, args.batch_size, args.out,
+        label_scheme=args.label_scheme, class_order=args.class_order, seed=args.seed,
+        learning_rate=args.learning_rate,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_learning_rate, balance=args.balance,
+        patience=args.patience, tensorboard=args.tensorboard, verbose=1,
+    )
     metrics = result.card.validation_metrics
     print(f"{result.card.model_name}: best epoch {result.card.best_epoch}, validation "
           f"accuracy {metrics['accuracy']:.3f}, macro ROC-AUC {metrics['macro_roc_auc']:.3f}")

@@ -29,6 +29,7 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from mammo_utils import models, pipeline
+from mammo_utils.checksums import sha256_file
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
 
 logger = logging.getLogger(__name__)
@@ -60,15 +61,6 @@ class TrainResult:
     model: keras.Model
     card: ModelCard
     history: pd.DataFrame
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def split_sha256(frame: pd.DataFrame) -> str:
@@ -272,7 +264,7 @@ def train(
         preprocessing=manifest.config,
         data={
             "manifest": str(manifest.source),
-            "manifest_sha256": file_sha256(manifest.source) if manifest.source else None,
+            "manifest_sha256": sha256_file(manifest.source) if manifest.source else None,
             "split_sha256": split_sha256(manifest.frame),
             "counts": {
                 split: {str(k): int(v) for k, v in rows["label"].value_counts().items()}

@@ -9,7 +9,6 @@ resolved) is reported at once as :class:`FetchError`, so an offline run fails fa
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -22,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mammo_utils.checksums import sha256_file
 
 USER_AGENT = "mammo-utils-fetch/1 (+https://github.com; research download)"
 CHUNK_BYTES = 1 << 16
@@ -117,15 +118,6 @@ def get_json(url: str, policy: RetryPolicy, hint: str) -> Any:
             raise FetchError(f"{url} did not answer JSON ({error}). {hint}") from error
 
     return with_retries(attempt, policy, f"GET {url}", hint)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _transfer_once(

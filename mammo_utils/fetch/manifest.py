@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mammo_utils.fetch.http import sha256_file
+from mammo_utils.checksums import sha256_file
 
 MANIFEST_NAME = "fetch_manifest.json"
 FORMAT_VERSION = 1

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mammo_utils.checksums import sha256_file
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
 from mammo_utils.preprocess.manifest import (
@@ -28,7 +29,6 @@ from mammo_utils.preprocess.manifest import (
     atomic_write_text,
     manifest_columns,
     remove_partial_files,
-    sha256_file,
     sha256_json,
 )
 from mammo_utils.preprocess.roi_task import lesions_by_image

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_utils.checksums import sha256_file
+
 #: Manifest columns of every task, then the extra columns of the ``roi`` task.
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "path", "item_id", "image_id", "patient_id", "split", "label", "dataset",
@@ -30,7 +32,6 @@ REJECT_COLUMNS: tuple[str, ...] = ("source", "reason")
 #: Suffix of files being written; a run deletes leftovers from a killed run.
 PARTIAL_SUFFIX = ".partial"
 STATE_DIR = ".state"
-_CHUNK = 1 << 20
 
 
 def manifest_columns(task: str) -> tuple[str, ...]:
@@ -70,15 +71,6 @@ def remove_partial_files(out_dir: Path) -> int:
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_json(value: object) -> str:

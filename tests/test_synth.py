@@ -224,6 +224,13 @@ def test_same_seed_same_set_other_seed_other_set(tmp_path: Path) -> None:
     second = generate_dataset(tmp_path / "b", patients=3, seed=5, progress=False).out
     other = generate_dataset(tmp_path / "c", patients=3, seed=6, progress=False).out
     assert _tables(first) == _tables(second)
+    # Every DICOM byte too: RLE compression must not mint a fresh random instance UID
+    # (it once did, and the file sizes in metadata.csv then varied between runs).
+    dicoms_first, dicoms_second = (
+        {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.dcm"))}
+        for root in (first, second)
+    )
+    assert dicoms_first == dicoms_second
     pixels_first, pixels_second = _pixels(first), _pixels(second)
     assert pixels_first.keys() == pixels_second.keys()
     for name, array in pixels_first.items():

@@ -115,7 +115,7 @@ def write_dicom(
             ds.ImageLaterality = laterality[0]
             ds.ViewPosition = view
     if rle:
-        ds.compress(RLELossless, encoding_plugin="pylibjpeg")
+        ds.compress(RLELossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
     ds.save_as(temp, enforce_file_format=True)

@@ -285,15 +285,23 @@ class Classifier:
         else:
             probabilities, small_map = cam(batch)
             heatmap = cv2.resize(small_map, display.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        label, confidence, warning = self.verdict(probabilities)
+        return self._outcome(probabilities, np.clip(heatmap, 0.0, 1.0).astype(np.float32),
+                             display.astype(np.float32), warnings)
+
+    def _outcome(
+        self, probabilities: np.ndarray, heatmap: np.ndarray, image: np.ndarray,
+        warnings: list[str], shortfall: str = "the image did not reach",
+    ) -> dict:
+        """The prediction fields for one deciding probability vector (see :meth:`verdict`)."""
+        label, confidence, warning = self.verdict(probabilities, shortfall)
         if warning:
             warnings.append(warning)
         return {
             "label": label,
             "confidence": confidence,
             "probabilities": self._probabilities(probabilities),
-            "heatmap": np.clip(heatmap, 0.0, 1.0).astype(np.float32),
-            "image": display.astype(np.float32),
+            "heatmap": heatmap,
+            "image": image,
         }
 
     # ------------------------------------------------------------------ patch scan
@@ -309,16 +317,8 @@ class Classifier:
         if scan.used_all:
             warnings.append("no patch lies mostly on breast tissue: every patch was scanned")
         vector = scan.probabilities[self.decisive_patch(scan.probabilities)]
-        label, confidence, warning = self.verdict(vector, "no patch reached")
-        if warning:
-            warnings.append(warning)
-        return {
-            "label": label,
-            "confidence": confidence,
-            "probabilities": self._probabilities(vector),
-            "heatmap": self._suspicion_map(scan.class_maps),
-            "image": canvas,
-        }
+        return self._outcome(vector, self._suspicion_map(scan.class_maps), canvas, warnings,
+                             "no patch reached")
 
     def decisive_patch(self, patch_probabilities: np.ndarray) -> int:
         """Row of the most suspicious patch: the highest probability of a non-normal

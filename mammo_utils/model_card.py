@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mammo_utils.classes import LABEL_SCHEMES, check_class_order
+from mammo_utils.files import atomic_write_text
 from mammo_utils.versions import library_versions
 
 MODEL_FILE = "model.keras"
@@ -85,10 +86,7 @@ class ModelCard:
     def save(self, model_dir: str | Path) -> Path:
         """Write ``model_card.json`` into ``model_dir`` atomically."""
         path = Path(model_dir) / CARD_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(self.to_json())
-        temporary.replace(path)
+        atomic_write_text(path, self.to_json())
         return path
 
     @classmethod

@@ -29,7 +29,7 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from mammo_utils import models, pipeline
-from mammo_utils.checksums import sha256_file
+from mammo_utils.files import sha256_file
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
 
 logger = logging.getLogger(__name__)

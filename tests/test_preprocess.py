@@ -12,11 +12,10 @@ import pytest
 from fixtures_preprocess import SMOKE_SIZE, SMOKE_WORKING_SIZE, tiny_dataset
 
 from mammo_utils.breast import prepare_and_fit
-from mammo_utils.checksums import sha256_file
 from mammo_utils.cli import main as cli_main
+from mammo_utils.files import PARTIAL_SUFFIX, sha256_file
 from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 from mammo_utils.preprocess.manifest import (
-    PARTIAL_SUFFIX,
     SourceStamp,
     manifest_columns,
 )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mammo_utils.checksums import sha256_file
+from mammo_utils.files import sha256_file
 
 USER_AGENT = "mammo-utils-fetch/1 (+https://github.com; research download)"
 CHUNK_BYTES = 1 << 16

@@ -10,13 +10,12 @@ lock, so parallel workers and an interrupted run never leave it half-written.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mammo_utils.checksums import sha256_file
+from mammo_utils.files import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "fetch_manifest.json"
 FORMAT_VERSION = 1
@@ -81,7 +80,6 @@ class Manifest:
                 self._save()
 
     def _save(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": FORMAT_VERSION, "items": self._items}, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write_text(
+            self.path, json.dumps({"version": FORMAT_VERSION, "items": self._items}, indent=1)
+        )

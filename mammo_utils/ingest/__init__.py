@@ -11,13 +11,13 @@ input and unit (CSV rows, table rows, images, files), ``total == kept + rejected
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from mammo_utils.files import atomic_write_csv
 from mammo_utils.splits import assert_no_patient_leakage, assign_splits
 
 INDEX_COLUMNS: tuple[str, ...] = (
@@ -127,9 +127,7 @@ class IngestResult:
             "reconciliation.csv": self.reconciliation,
         }
         for name, table in tables.items():
-            tmp = out / f".{name}.tmp"
-            table.to_csv(tmp, index=False)
-            os.replace(tmp, out / name)
+            atomic_write_csv(out / name, table)
         return out
 
     @classmethod

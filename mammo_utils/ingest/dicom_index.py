@@ -19,6 +19,8 @@ import pandas as pd
 import pydicom
 from tqdm.auto import tqdm
 
+from mammo_utils.files import atomic_write_csv
+
 #: Columns of the header index (``path`` is absolute).
 HEADER_COLUMNS: tuple[str, ...] = (
     "path",
@@ -126,10 +128,7 @@ def index_files(
     frame = frame.astype(str)
     frame[["rows", "columns"]] = frame[["rows", "columns"]].replace("", "0").astype(int)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, cache_path)
+        atomic_write_csv(cache_path, frame)
     return frame
 
 

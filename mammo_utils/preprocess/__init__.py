@@ -18,15 +18,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mammo_utils.checksums import sha256_file
+from mammo_utils.files import atomic_write_csv, atomic_write_text, sha256_file
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
 from mammo_utils.preprocess.manifest import (
     REJECT_COLUMNS,
     DoneRecord,
     DoneStore,
-    atomic_write_csv,
-    atomic_write_text,
     manifest_columns,
     remove_partial_files,
     sha256_json,

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
-from mammo_utils.checksums import sha256_file
+from mammo_utils.files import (
+    PARTIAL_SUFFIX,
+    atomic_write_text,
+    sha256_file,
+)
 
 #: Manifest columns of every task, then the extra columns of the ``roi`` task.
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -29,40 +30,12 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 ROI_COLUMNS: tuple[str, ...] = ("kind", "abnormality_id", "center_x", "center_y")
 REJECT_COLUMNS: tuple[str, ...] = ("source", "reason")
 
-#: Suffix of files being written; a run deletes leftovers from a killed run.
-PARTIAL_SUFFIX = ".partial"
 STATE_DIR = ".state"
 
 
 def manifest_columns(task: str) -> tuple[str, ...]:
     """Manifest columns for ``task`` (``roi`` adds kind, abnormality and centre)."""
     return MANIFEST_COLUMNS + (ROI_COLUMNS if task == "roi" else ())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
-
-    Readers see either the old file or the complete new one; a crash leaves at most a
-    ``*.partial`` file, which :func:`remove_partial_files` deletes.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + PARTIAL_SUFFIX)
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    """Write a data frame as CSV (no index) atomically."""
-    atomic_write_text(path, frame.to_csv(index=False))
 
 
 def remove_partial_files(out_dir: Path) -> int:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import cv2
 
+from mammo_utils.files import atomic_write_bytes
 from mammo_utils.preprocess.image_task import cut_image
 from mammo_utils.preprocess.job import ImageJob
-from mammo_utils.preprocess.manifest import DoneRecord, SourceStamp, atomic_write_bytes
+from mammo_utils.preprocess.manifest import DoneRecord, SourceStamp
 from mammo_utils.preprocess.roi_task import cut_roi
 from mammo_utils.reader import ImageReadError, read_image
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mammo_utils.files import atomic_write_text
+
 from . import layout
 from .dicom_writer import (
     CROP_DESCRIPTION,
@@ -85,10 +87,7 @@ def _write_manifest(out: Path, parameters: dict, counts: dict | None) -> None:
         "counts": counts,
         "complete": counts is not None,
     }
-    path = out / layout.MANIFEST
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(temp, path)
+    atomic_write_text(out / layout.MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _prepare(out: Path, parameters: dict, overwrite: bool) -> tuple[bool, bool]:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from mammo_utils.files import atomic_write_text
 
 from .plan import ImagePlan, LesionPlan
 
@@ -212,6 +213,4 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, str]]
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_bytes(buffer.getvalue().encode("utf-8"))
-    os.replace(temp, path)
+    atomic_write_text(path, buffer.getvalue())

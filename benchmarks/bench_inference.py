@@ -103,9 +103,5 @@ def run(context: dict) -> dict:
 
 def _patch_count(classifier: Classifier, image: np.ndarray) -> int:
     """Patches the scan classifies for ``image`` (those on breast tissue)."""
-    from mammo_utils.inference import scan_patches
-
     canvas, mask, _ = classifier.fit_canvas(image)
-    scan = scan_patches(classifier, canvas, mask, stride=classifier.stride,
-                        min_tissue=classifier.min_tissue)
-    return len(scan.probabilities)
+    return len(classifier.scan(canvas, mask).probabilities)

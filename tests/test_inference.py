@@ -22,7 +22,7 @@ from fixtures_training import PERMUTED_CLASSES
 from mammo_utils.breast import extract_patch, prepare_and_fit
 from mammo_utils.classes import CLASSES
 from mammo_utils.cli import main as mammo
-from mammo_utils.inference import Classifier, array_image, patch_corners
+from mammo_utils.inference import Classifier, patch_corners
 from mammo_utils.pipeline import load_manifest
 from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 from mammo_utils.reader import ImageReadError, read_image
@@ -180,20 +180,6 @@ def test_image_model_predicts_a_breast_with_grad_cam(cnn_image_model_dir, breast
     assert prediction.image.shape[0] == prediction.image.shape[1] >= 32
     assert 0.0 <= prediction.heatmap.min() and prediction.heatmap.max() <= 1.0
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_array_inputs_are_normalised_with_warnings():
-    colour = np.zeros((40, 30, 3), dtype=np.uint8)
-    colour[..., 0] = 255
-    image, metadata = array_image(colour)
-    assert image.dtype == np.float32 and image.shape == (40, 30)
-    assert 0.0 < image.max() <= 1.0
-    assert metadata["warnings"] == ["colour image converted to grayscale"]
-    stretched, metadata = array_image(np.linspace(-5, 5, 100).reshape(10, 10))
-    assert stretched.min() == 0.0 and stretched.max() == 1.0
-    assert "stretched" in metadata["warnings"][0]
-    with pytest.raises(ValueError, match="NaN"):
-        array_image(np.full((10, 10), np.nan))
 
 
 def test_bad_sources_give_clear_errors(roi, tmp_path, real_mammograms, dicom_fixtures):

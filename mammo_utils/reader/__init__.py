@@ -1,10 +1,11 @@
-"""Read a mammogram safely: DICOM, PNG, JPEG or PGM to a float32 image in [0, 1].
+"""Read a mammogram safely: DICOM, PNG, JPEG, PGM or a numpy array to float32 in [0, 1].
 
 ``read_image`` is the one entry point. The format is decided by the file's content
 (magic bytes), never by its name, so a mislabelled upload is still read correctly;
 the name only appears in messages and serves as one more hint for laterality and
-view. Whatever cannot be read safely raises :class:`ImageReadError`, naming the
-file and the reason.
+view. A numpy array goes through the same grayscale conversion and intensity scaling
+(:mod:`mammo_utils.reader.array`). Whatever cannot be read safely raises
+:class:`ImageReadError`, naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mammo_utils.reader.array import read_array
 from mammo_utils.reader.dicom import read_dicom
 from mammo_utils.reader.errors import MAX_PIXELS, ImageReadError
 from mammo_utils.reader.metadata import IDENTIFYING_KEYWORDS, METADATA_KEYS
@@ -36,7 +38,7 @@ _DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 
 
 def read_image(
-    source: str | os.PathLike | bytes,
+    source: str | os.PathLike | bytes | np.ndarray,
     *,
     name: str | None = None,
     allow_color: bool = True,
@@ -45,8 +47,10 @@ def read_image(
 
     Parameters
     ----------
-    source : str, path-like or bytes
-        A file path, or the raw bytes of an upload.
+    source : str, path-like, bytes or ndarray
+        A file path, the raw bytes of an upload, or an image already in memory
+        (``(rows, columns)`` or channels-last colour; see :mod:`mammo_utils.reader.array`
+        for how its values are scaled).
     name : str, optional
         The upload's file name, used in messages and to parse laterality and view
         (``Mass-Test_P_00820_LEFT_CC.png``). Defaults to the path's name.
@@ -66,8 +70,11 @@ def read_image(
     ImageReadError
         When the file is empty, not an image, undecodable, oversized
         (:data:`MAX_PIXELS`), truncated, has no pixel data, or is colour with
-        ``allow_color=False``.
+        ``allow_color=False``; or when an array is not 2-D grayscale or colour, or
+        holds NaN or infinite values.
     """
+    if isinstance(source, np.ndarray):
+        return read_array(source, name or "<array>", name=name, allow_color=allow_color)
     label, name, data = _load(source, name)
     fmt = sniff_format(data)
     if fmt is None:
@@ -105,7 +112,9 @@ def _load(source: str | os.PathLike | bytes, name: str | None) -> tuple[str, str
         except OSError as exc:
             raise ImageReadError(label, f"cannot be read ({exc.strerror or exc})") from exc
     else:
-        raise TypeError(f"source must be a path or bytes, not {type(source).__name__}")
+        raise TypeError(
+            f"source must be a path or bytes, or a numpy array, not {type(source).__name__}"
+        )
     if not data:
         raise ImageReadError(label, "empty file (0 bytes)")
     return label, name, data

@@ -1,0 +1,48 @@
+"""Classify one mammogram or lesion crop with a trained model directory.
+
+``Classifier.from_dir(model_dir).predict(source)`` gives a :class:`Prediction`: label,
+confidence, per-class probabilities, a heat map over the preprocessed breast, warnings
+and non-identifying metadata. One job per module:
+
+=================  ==================================================================
+``classifier``     :class:`Classifier` and :class:`Prediction`: the card's preprocessing,
+                   the input kinds, and how their parts are put together
+``verdict``        the decisive-patch and threshold rule (pure numpy)
+``scan``           the whole-breast patch scan of a patch (``roi``) model, batched
+``sources``        a path, bytes, numpy array or ipywidgets upload value, decoded by
+                   :func:`mammo_utils.reader.read_image`
+``gradcam``        Grad-CAM heat maps from the last convolution (public Keras API only)
+=================  ==================================================================
+"""
+
+from mammo_utils.inference.classifier import (
+    DISPLAY_MAX_SIDE,
+    INPUT_KINDS,
+    SAFE_METADATA_KEYS,
+    Classifier,
+    Prediction,
+    as_trained,
+)
+from mammo_utils.inference.gradcam import grad_cam_function, last_convolution_layer
+from mammo_utils.inference.scan import PatchScan, patch_corners, scan_patches
+from mammo_utils.inference.sources import load_source, upload_content
+from mammo_utils.inference.verdict import BACKGROUND_CLASSES, Verdict, VerdictRule
+
+__all__ = [
+    "BACKGROUND_CLASSES",
+    "DISPLAY_MAX_SIDE",
+    "INPUT_KINDS",
+    "SAFE_METADATA_KEYS",
+    "Classifier",
+    "PatchScan",
+    "Prediction",
+    "Verdict",
+    "VerdictRule",
+    "as_trained",
+    "grad_cam_function",
+    "last_convolution_layer",
+    "load_source",
+    "patch_corners",
+    "scan_patches",
+    "upload_content",
+]

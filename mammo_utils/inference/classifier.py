@@ -1,0 +1,322 @@
+"""The classifier: a model directory applied to one source, the way it was trained.
+
+:class:`Classifier` reads a model directory's card and repeats the preprocessing the
+model was trained with, through the very function preprocessing calls: decode
+(:mod:`~mammo_utils.inference.sources`), then :func:`mammo_utils.breast.prepare_and_fit`
+(breast mask, crop, canonical flip, pad and resize) to the card's canvas, rounded to the
+16-bit steps of the training PNGs (:meth:`Classifier.fit_canvas`). Then, by input kind:
+
+* ``image`` model, whole breast: one forward pass with a Grad-CAM heat map
+  (:mod:`~mammo_utils.inference.gradcam`);
+* ``roi`` model, whole breast: the patch scan (:mod:`~mammo_utils.inference.scan`),
+  whose most suspicious patch decides;
+* ``crop``: the lesion crop resized to the model input, one pass with Grad-CAM.
+
+Every kind ends with the same verdict (:mod:`~mammo_utils.inference.verdict`). The class
+names and their order come from the model card and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
+from mammo_utils.inference.gradcam import GradCam, grad_cam_function
+from mammo_utils.inference.scan import PatchScan, scan_patches
+from mammo_utils.inference.sources import Source, load_source
+from mammo_utils.inference.verdict import Verdict, VerdictRule
+from mammo_utils.reader import ImageReadError
+
+INPUT_KINDS: tuple[str, ...] = ("auto", "mammogram", "crop")
+
+#: Metadata keys a prediction may carry: acquisition facts, never a patient identifier.
+SAFE_METADATA_KEYS: tuple[str, ...] = (
+    "format", "modality", "laterality", "view", "rows", "columns",
+    "photometric_interpretation", "bits_stored", "transfer_syntax",
+)
+
+#: Longest side of the breast image shown for an image model or a crop.
+DISPLAY_MAX_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a model says about one image.
+
+    ``probabilities`` follows the model card's class order; ``heatmap`` is a 2-D float
+    map in [0, 1] over ``image`` (the preprocessed breast as displayed: cropped, flipped
+    to the chest wall on the left and fitted to the model's canvas); ``metadata`` holds
+    only non-identifying acquisition fields.
+    """
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    heatmap: np.ndarray
+    image: np.ndarray
+    input_kind: str
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Classifier:
+    """A trained model and its card, ready to classify images.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Takes ``float32 [batch, size, size, 1]`` in [0, 1], returns class probabilities.
+    card : ModelCard or mapping
+        The model card (a :class:`~mammo_utils.model_card.ModelCard` or its dict):
+        ``classes`` (output order), ``task`` (``roi`` or ``image``), ``image_size`` and,
+        for ``roi``, ``working_size`` ([height, width]).
+    stride : int, optional
+        Step between scanned patches in working-resolution pixels; default ``size // 2``.
+    threshold : float, optional
+        Smallest probability a non-normal label needs; a weaker one gives the normal
+        class and a warning (see :meth:`verdict`). Default ``None``: the most probable
+        class, whatever its probability.
+    min_tissue : float, optional
+        Fraction of breast pixels a patch needs to be scanned (background is skipped);
+        default the card's ``preprocessing.min_breast_fraction`` (what its NORMAL
+        training patches needed), else 0.5.
+    batch_size : int
+        Patches per forward pass.
+    """
+
+    def __init__(
+        self,
+        model,
+        card: Mapping[str, Any],
+        *,
+        stride: int | None = None,
+        threshold: float | None = None,
+        min_tissue: float | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model
+        card = dict(card) if isinstance(card, Mapping) else dataclasses.asdict(card)
+        self.card = card
+        self.classes: tuple[str, ...] = tuple(card["classes"])
+        self.task: str = card["task"]
+        self.image_size = int(card["image_size"])
+        working = card.get("working_size")
+        self.working_size = tuple(int(v) for v in working) if working else None
+        if self.task not in ("roi", "image"):
+            raise ValueError(f"model card task must be 'roi' or 'image', not {self.task!r}")
+        if self.task == "roi" and self.working_size is None:
+            raise ValueError("a roi model card needs working_size ([height, width])")
+        self.stride = int(stride) if stride else max(1, self.image_size // 2)
+        self.rule = VerdictRule(self.classes, threshold)
+        if min_tissue is None:
+            min_tissue = (card.get("preprocessing") or {}).get("min_breast_fraction", 0.5)
+        self.min_tissue = float(min_tissue)
+        self.batch_size = int(batch_size)
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, **options) -> Classifier:
+        """Load ``model.keras`` and ``model_card.json`` from a model directory."""
+        from mammo_utils.model_card import load_model_dir
+
+        model, card = load_model_dir(Path(model_dir))
+        return cls(model, card, **options)
+
+    # ------------------------------------------------------------------ public API
+    def predict(
+        self, source: Source, *, name: str | None = None, input_kind: str = "auto"
+    ) -> Prediction:
+        """Classify a path, raw bytes, a numpy image or an ipywidgets upload value.
+
+        Raises :class:`~mammo_utils.reader.ImageReadError` for a file that cannot be
+        read or holds no breast, and ``ValueError`` for an unusable argument.
+        """
+        if input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {', '.join(INPUT_KINDS)}")
+        image, metadata, label = load_source(source, name=name)
+        warnings = list(metadata.get("warnings") or [])
+        if metadata.get("view") is None:
+            warnings.append("view unknown (no CC/MLO tag): check this is a mammogram")
+        kind = self._resolve_kind(input_kind, image, metadata)
+        if kind == "crop":
+            result = self._predict_crop(image, warnings)
+        else:
+            try:
+                canvas, mask, geometry = self.fit_canvas(image)
+            except ValueError as exc:
+                raise ImageReadError(label, str(exc)) from None
+            if self.task == "roi":
+                result = self._predict_scan(canvas, mask, geometry, warnings)
+            else:
+                result = self._predict_whole(image, canvas, geometry, warnings)
+        safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
+        return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe)
+
+    @property
+    def threshold(self) -> float | None:
+        """Smallest probability a non-normal label needs (``None``: no minimum)."""
+        return self.rule.threshold
+
+    @property
+    def canvas_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the canvas a mammogram is fitted to: the preprocess
+        config's ``working_size`` for a ``roi`` model, ``size`` x ``size`` for an ``image``
+        model (the card copies them as ``working_size`` and ``image_size``)."""
+        if self.task == "roi":
+            return self.working_size
+        return self.image_size, self.image_size
+
+    def fit_canvas(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, BreastGeometry]:
+        """A [0, 1] mammogram on this model's canvas, as preprocessing wrote it.
+
+        Calls :func:`~mammo_utils.breast.prepare_and_fit` with the shape preprocessing
+        used (:attr:`canvas_shape`) and rounds the canvas to 16-bit steps, so an ``image``
+        model's input equals the training PNG and a ``roi`` scan runs over the canvas the
+        training patches were cut from. Returns the canvas, its boolean breast mask and
+        the geometry; raises ``ValueError`` when no breast is found.
+        """
+        canvas, mask, geometry = prepare_and_fit(image, self.canvas_shape)
+        return as_trained(canvas), mask, geometry
+
+    def verdict(
+        self, probabilities: np.ndarray, shortfall: str = "the image did not reach"
+    ) -> Verdict:
+        """The label, its confidence and an optional threshold warning for one
+        probability vector (:meth:`~mammo_utils.inference.verdict.VerdictRule.decide`)."""
+        return self.rule.decide(probabilities, shortfall)
+
+    def decisive_patch(self, patch_probabilities: np.ndarray) -> int:
+        """Row of the most suspicious patch in a ``[patches, classes]`` table
+        (:meth:`~mammo_utils.inference.verdict.VerdictRule.decisive_patch`)."""
+        return self.rule.decisive_patch(patch_probabilities)
+
+    def scan(self, canvas: np.ndarray, mask: np.ndarray | None = None) -> PatchScan:
+        """The patch scan of a canvas from :meth:`fit_canvas` with this model, at its
+        ``stride``, skipping patches with less than ``min_tissue`` of ``mask``."""
+        return scan_patches(canvas, self.forward, size=self.image_size, stride=self.stride,
+                            mask=mask, min_tissue=self.min_tissue, batch_size=self.batch_size)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities for ``[n, size, size, 1]`` inputs, in batches."""
+        outputs = [
+            self.model.predict_on_batch(batch[start : start + self.batch_size])
+            for start in range(0, len(batch), self.batch_size)
+        ]
+        return np.concatenate(outputs).astype(np.float64)
+
+    @cached_property
+    def grad_cam(self) -> GradCam | None:
+        """This model's Grad-CAM function, built on first use (``None`` when it has no
+        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`)."""
+        return grad_cam_function(self.model, self.image_size)
+
+    # ------------------------------------------------------------------ input kinds
+    def _resolve_kind(self, input_kind: str, image: np.ndarray, metadata: Mapping) -> str:
+        """``auto``: a crop when the series says so or the image is at most two patches wide."""
+        if input_kind != "auto":
+            return input_kind
+        description = str(metadata.get("series_description") or "").lower()
+        if "crop" in description or max(image.shape) <= 2 * self.image_size:
+            return "crop"
+        return "mammogram"
+
+    def _probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        return {name: float(p) for name, p in zip(self.classes, vector, strict=True)}
+
+    def _small_input_warning(self, shape: tuple[int, int], target: Sequence[int], what: str):
+        if shape[0] < target[0] or shape[1] < target[1]:
+            return (
+                f"{what} is {shape[0]}x{shape[1]} pixels, smaller than the "
+                f"{target[0]}x{target[1]} the model was trained at: it was upsampled"
+            )
+        return None
+
+    def _predict_crop(self, image: np.ndarray, warnings: list[str]) -> dict:
+        size = self.image_size
+        note = self._small_input_warning(image.shape, (size, size), "the crop")
+        if note:
+            warnings.append(note)
+        model_input = as_trained(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
+        display = _fit_display(image)
+        return self._single_pass(model_input, display, warnings)
+
+    def _predict_whole(
+        self, image: np.ndarray, model_input: np.ndarray, geometry: BreastGeometry,
+        warnings: list[str],
+    ) -> dict:
+        size = self.image_size
+        x0, y0, x1, y1 = geometry.box
+        crop = image[y0:y1, x0:x1]  # a view: the display is fitted without a full copy
+        note = self._small_input_warning(crop.shape, (size, size), "the breast")
+        if note:
+            warnings.append(note)
+        side = max(size, min(DISPLAY_MAX_SIDE, max(crop.shape)))
+        display, _, _ = fit_to_shape(crop, (side, side), mirror=geometry.flipped)
+        return self._single_pass(model_input, display, warnings)
+
+    def _single_pass(self, model_input: np.ndarray, display: np.ndarray, warnings) -> dict:
+        """One forward pass with a Grad-CAM map of the winning class."""
+        batch = model_input[np.newaxis, :, :, np.newaxis].astype(np.float32)
+        cam = self.grad_cam
+        if cam is None:
+            probabilities = self.forward(batch)[0]
+            heatmap = np.zeros(display.shape, dtype=np.float32)
+            warnings.append("heat map unavailable: no convolution layer could be tapped")
+        else:
+            probabilities, small_map = cam(batch)
+            heatmap = cv2.resize(small_map, display.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        return self._outcome(probabilities, np.clip(heatmap, 0.0, 1.0).astype(np.float32),
+                             display.astype(np.float32), warnings)
+
+    def _outcome(
+        self, probabilities: np.ndarray, heatmap: np.ndarray, image: np.ndarray,
+        warnings: list[str], shortfall: str = "the image did not reach",
+    ) -> dict:
+        """The prediction fields for one deciding probability vector (see :meth:`verdict`)."""
+        label, confidence, warning = self.verdict(probabilities, shortfall)
+        if warning:
+            warnings.append(warning)
+        return {
+            "label": label,
+            "confidence": confidence,
+            "probabilities": self._probabilities(probabilities),
+            "heatmap": heatmap,
+            "image": image,
+        }
+
+    # ------------------------------------------------------------------ patch scan
+    def _predict_scan(
+        self, canvas: np.ndarray, mask: np.ndarray, geometry: BreastGeometry,
+        warnings: list[str],
+    ) -> dict:
+        x0, y0, x1, y1 = geometry.box
+        note = self._small_input_warning((y1 - y0, x1 - x0), self.working_size, "the breast")
+        if note:
+            warnings.append(note)
+        scan = self.scan(canvas, mask)
+        if scan.used_all:
+            warnings.append("no patch lies mostly on breast tissue: every patch was scanned")
+        vector = scan.probabilities[self.rule.decisive_patch(scan.probabilities)]
+        return self._outcome(vector, self.rule.suspicion(scan.class_maps), canvas, warnings,
+                             "no patch reached")
+
+
+def as_trained(image: np.ndarray) -> np.ndarray:
+    """Round a [0, 1] image to 16-bit steps, as the training PNGs stored it."""
+    return (np.rint(np.clip(image, 0.0, 1.0) * 65535.0) / 65535.0).astype(np.float32)
+
+
+def _fit_display(image: np.ndarray) -> np.ndarray:
+    """The image scaled down (never up) so its longest side is at most DISPLAY_MAX_SIDE."""
+    factor = DISPLAY_MAX_SIDE / max(image.shape)
+    if factor >= 1:
+        return image.astype(np.float32)
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

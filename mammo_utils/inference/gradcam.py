@@ -1,0 +1,110 @@
+"""Grad-CAM heat maps: where a classifier looked, from its last convolution.
+
+The feature map tapped is the output of the last top-level layer that is, or holds,
+a convolution: the last convolution itself in a flat model such as the baseline CNN,
+or the whole nested backbone of a ``keras.applications`` model (whose output is its
+last convolution block). Only public Keras API is used: the layer is found by walking
+``model.layers`` (and nested models' ``layers``), and its output in the model's own
+graph is captured while :func:`keras.models.clone_model` re-runs that graph with the
+model's own layers (weights shared, nothing copied).
+
+TensorFlow and Keras are imported on first use, so importing inference stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+#: ``cam(batch)`` for a ``[1, size, size, 1]`` batch -> (probabilities, map in [0, 1]).
+GradCam = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def is_convolution(layer) -> bool:
+    """A 2-D convolution layer, or a nested model holding one at any depth."""
+    import keras
+
+    convolutions = (
+        keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D
+    )
+    if isinstance(layer, convolutions):
+        return True
+    return isinstance(layer, keras.Model) and any(is_convolution(inner) for inner in layer.layers)
+
+
+def last_convolution_layer(model):
+    """The last top-level layer of ``model`` that is or holds a convolution, else ``None``."""
+    return next((layer for layer in reversed(model.layers) if is_convolution(layer)), None)
+
+
+def feature_model(model):
+    """``keras.Model(inputs, [feature map, probabilities])`` over ``model``'s layers.
+
+    The feature map is the output of :func:`last_convolution_layer` where ``model``
+    calls it (a nested model's ``output`` belongs to its inner graph, so it is
+    captured from a re-run of the outer graph instead). ``None`` without a convolution.
+    """
+    import keras
+
+    target = last_convolution_layer(model)
+    if target is None:
+        return None
+    captured = []
+
+    def call(layer, *args, **kwargs):
+        outputs = layer(*args, **kwargs)
+        if layer is target and not captured:
+            captured.append(outputs)
+        return outputs
+
+    # The model's graph as a functional model, a Sequential one included.
+    graph = keras.Model(_unwrap(model.inputs), _unwrap(model.outputs))
+    rerun = keras.models.clone_model(graph, clone_function=lambda layer: layer,
+                                     call_function=call)
+    return keras.Model(rerun.input, [captured[0], rerun.output])
+
+
+def _unwrap(tensors: list):
+    """A lone tensor rather than a one-element list: the structure a model is called with."""
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def grad_cam_function(model, size: int) -> GradCam | None:
+    """A function ``batch -> (probabilities, map in [0, 1])`` for a one-image batch.
+
+    The map is the Grad-CAM of the most probable class at the feature map of
+    :func:`feature_model`, resized to ``size`` x ``size``; the probabilities come from
+    the same forward pass. Returns ``None`` when the model has no convolution layer or
+    the tapped graph does not reproduce the model's output (checked once on a test input).
+    """
+    import tensorflow as tf
+
+    tapped = feature_model(model)
+    if tapped is None:
+        return None
+
+    @tf.function(reduce_retracing=True)
+    def graph(x):
+        # Traced once per input shape: eager back-propagation through a backbone is
+        # several times slower than the forward pass it explains.
+        with tf.GradientTape() as tape:
+            features, probabilities = tapped(x, training=False)
+            score = tf.reduce_max(probabilities, axis=-1)
+        gradients = tape.gradient(score, features)
+        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        return probabilities, tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+
+    def cam(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities, heat = graph(tf.convert_to_tensor(batch))
+        heat = heat[0].numpy()
+        peak = float(heat.max())
+        heat = heat / peak if peak > 0 else np.zeros_like(heat)
+        heat = cv2.resize(heat.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(probabilities[0], dtype=np.float64), heat
+
+    probe = np.random.default_rng(0).random((1, size, size, 1), dtype=np.float32)
+    reference = np.asarray(model(probe, training=False))[0]
+    got, _ = cam(probe)
+    return cam if np.allclose(got, reference, atol=1e-5) else None

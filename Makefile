@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 reports: setup
 	$(BIN)/mammo report --params $(PARAMS)
 
+# Style, then the layering contracts of pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # The unit and integration tests, then every notebook under nbval (run from notebooks/,
 # on its own defaults, in order, so each reuses what the previous one wrote).

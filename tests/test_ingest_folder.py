@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fixtures_ingest import write_dicom
 
-from mammo_utils.ingest import folder, ingest
+from mammo_utils.ingest import ReconciliationError, folder, ingest
 from mammo_utils.splits import assert_no_patient_leakage
 
 
@@ -54,6 +54,14 @@ def test_folder_unknown_class_and_non_images_rejected(folder_root: Path) -> None
     assert len(result.index) == 6
     assert result.reconciliation[["total", "kept", "rejected"]].iloc[0].tolist() == [9, 6, 3]
     result.check_reconciliation()
+
+
+def test_folder_file_lost_without_reject_is_caught(
+    folder_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder, "tqdm", lambda files, **_: files[:-1])  # loses unsure/u2.png
+    with pytest.raises(ReconciliationError, match=r"\(files\): 9 read, 6 kept, 2 rejected; 1 read"):
+        ingest("folder", folder_root)
 
 
 def test_folder_patients_csv_groups_files(folder_root: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mammo_utils.cli import main
-from mammo_utils.ingest import IngestResult, ingest, mias
+from mammo_utils.ingest import IngestResult, ReconciliationError, ingest, mias
 from mammo_utils.splits import assert_no_patient_leakage
 
 INFO = """\
@@ -101,6 +101,85 @@ def test_mias_rejects_reconcile(mias_root: Path) -> None:
     table = result.reconciliation.set_index("unit")
     assert table.loc["table rows", ["total", "kept", "rejected"]].tolist() == [13, 11, 2]
     assert table.loc["images", ["total", "kept", "rejected"]].tolist() == [13, 10, 3]
+
+
+#: Rows whose coordinate fields refer to one of the file's notes, as the published file
+#: does for calcifications without one centre, or hold nothing at all.
+NOTES = """\
+NOTE 3: calcifications spread over the breast have no single centre; see the notes
+instead of the coordinates.
+
+REFNUM BG CLASS SEVERITY X Y RADIUS
+mdb231 F CALC M 603 538 44
+mdb233 G CALC M *NOTE 3*
+mdb236 D CALC B * NOTE 3 *
+mdb238 F CALC M
+mdb239 D CALC M 567 808 25
+mdb239 D CALC M *NOTE 3*
+mdb240 D CALC B 12 north 7
+"""
+
+
+@pytest.fixture
+def notes_root(tmp_path: Path) -> Path:
+    (tmp_path / "Info.txt").write_text(NOTES)
+    for number in ("231", "233", "236", "238", "239", "240"):
+        write_pgm(tmp_path / f"mdb{number}.pgm")
+    return tmp_path
+
+
+def test_rows_with_a_note_for_coordinates_keep_image_and_lesion(notes_root: Path) -> None:
+    result = ingest("mias", notes_root)
+    index = result.index.set_index("image_id")
+    for refnum, label in (("mdb233", "MALIGNANT"), ("mdb236", "BENIGN"), ("mdb238", "MALIGNANT")):
+        assert index.loc[refnum, "label"] == label
+        assert index.loc[refnum, "abnormality_types"] == "calcification"
+        assert index.loc[refnum, "n_abnormalities"] == 1
+    assert index.loc["mdb239", "n_abnormalities"] == 2
+    lesions = result.lesions.set_index(["image_id", "abnormality_id"])
+    for key in (("mdb233", 1), ("mdb236", 1), ("mdb238", 1), ("mdb239", 2)):
+        assert lesions.loc[key, ["center_x", "center_y", "radius"]].tolist() == ["", "", ""]
+        assert lesions.loc[key, "type"] == "calcification"
+    assert lesions.loc[("mdb239", 1), "center_x"] == 567
+    assert lesions.loc[("mdb233", 1), "pathology"] == "MALIGNANT"
+    assert result.warnings[mias.NO_LOCATION] == 4
+    assert "4 abnormalities without a location" in result.summary()
+    # coordinates that are neither numbers nor a note stay unparsable
+    assert result.rejects["source"].tolist() == ["Info.txt:11", str(notes_root / "mdb240.pgm")]
+    table = result.reconciliation.set_index("unit")
+    assert table.loc["table rows", ["total", "kept", "rejected"]].tolist() == [7, 6, 1]
+    assert table.loc["images", ["total", "kept", "rejected"]].tolist() == [6, 5, 1]
+    result.check_reconciliation()
+
+
+def test_a_row_lost_without_a_reject_fails_the_reconciliation(
+    mias_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parse_info = mias.parse_info
+
+    def parse_and_lose_a_row(path: Path):
+        table, rejects = parse_info(path)
+        return table[table["refnum"] != "mdb005"], rejects
+
+    monkeypatch.setattr(mias, "parse_info", parse_and_lose_a_row)
+    with pytest.raises(ReconciliationError) as error:
+        ingest("mias", mias_root)
+    assert "mias Info.txt (table rows): 13 read, 9 kept, 2 rejected; 2 read but neither" in str(
+        error.value
+    )
+
+
+def test_second_file_of_one_name_is_rejected_not_dropped(mias_root: Path) -> None:
+    (mias_root / "copies").mkdir()
+    write_pgm(mias_root / "copies" / "mdb001.pgm")
+    result = ingest("mias", mias_root)
+    reasons = dict(zip(result.rejects["source"], result.rejects["reason"], strict=True))
+    assert reasons[str(mias_root / "mdb001.pgm")].startswith("same image name as ")
+    assert result.index.set_index("image_id").loc["mdb001", "image_path"] == str(
+        (mias_root / "copies" / "mdb001.pgm").resolve()
+    )
+    table = result.reconciliation.set_index("unit")
+    assert table.loc["images", ["total", "kept", "rejected"]].tolist() == [14, 10, 4]
 
 
 def test_mias_views_without_mlo_reject_everything(mias_root: Path) -> None:

@@ -9,16 +9,19 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_preprocess import SMOKE_SIZE, SMOKE_WORKING_SIZE, tiny_dataset
+from fixtures_preprocess import SMOKE_SIZE, SMOKE_WORKING_SIZE, tiny_dataset, tiny_mias
 
 from mammo_utils.breast import prepare_and_fit
 from mammo_utils.cli import main as cli_main
 from mammo_utils.files import PARTIAL_SUFFIX, sha256_file
-from mammo_utils.preprocess import PreprocessConfig, run_preprocess
+from mammo_utils.ingest import ingest
+from mammo_utils.preprocess import PreprocessConfig, run_preprocess, workers
 from mammo_utils.preprocess.manifest import (
+    STATE_DIR,
     SourceStamp,
     manifest_columns,
 )
+from mammo_utils.preprocess.roi_task import NO_LOCATION, UNKNOWN_PATHOLOGY
 from mammo_utils.preprocess.workers import chunk_jobs
 from mammo_utils.reader import read_image
 
@@ -265,3 +268,88 @@ def test_patches_per_lesion_cuts_several_jittered_views_of_each_lesion(tiny, tmp
 def test_patches_per_lesion_below_one_is_refused():
     with pytest.raises(ValueError, match="patches_per_lesion must be >= 1"):
         PreprocessConfig(patches_per_lesion=0)
+
+
+@pytest.fixture()
+def mias_interim(tmp_path) -> Path:
+    """The ingest folder of :func:`tiny_mias`: mdb233's calcification has no location."""
+    return ingest("mias", tiny_mias(tmp_path / "mias"), seed=0).save(tmp_path / "interim")
+
+
+def test_roi_counts_a_lesion_without_location_and_cuts_nothing_there(mias_interim, tmp_path):
+    lesions = pd.read_csv(mias_interim / "lesions.csv", dtype=str, keep_default_na=False)
+    unlocated = lesions.set_index("image_id").loc["mdb233"]
+    assert (unlocated["pathology"], unlocated["center_x"]) == ("MALIGNANT", "")
+    result = run_preprocess(mias_interim / "index.csv", tmp_path / "roi", ROI, progress=False)
+    assert (result.images_in, result.images_done) == (4, 4)
+    assert (result.lesions_in, result.lesions_cut) == (2, 1)
+    assert result.lesions_not_cut == {NO_LOCATION: 1}
+    assert result.normal_withheld == 1
+    manifest = result.manifest
+    assert "mdb233" not in set(manifest["image_id"])  # neither its lesion nor NORMAL tissue
+    kinds = manifest.groupby("image_id")["kind"].agg(lambda kind: sorted(set(kind)))
+    assert kinds.to_dict() == {"mdb001": ["lesion", "normal"], "mdb002": ["normal"],
+                               "mdb234": ["normal"]}
+    [reason] = result.rejects["reason"]
+    assert reason.startswith(f"{NO_LOCATION}: abnormality 1 of mdb233")
+    summary = result.summary()
+    assert f"2 lesions in: 1 cut, 1 {NO_LOCATION}" in summary
+    assert "no NORMAL patch cut from 1 image(s)" in summary
+
+
+def test_image_task_keeps_the_image_whose_lesion_has_no_location(mias_interim, tmp_path):
+    config = PreprocessConfig(task="image", size=SMOKE_SIZE)
+    result = run_preprocess(mias_interim / "index.csv", tmp_path / "image", config,
+                            progress=False)
+    labels = dict(zip(result.manifest["image_id"], result.manifest["label"], strict=True))
+    assert labels == {"mdb001": "BENIGN", "mdb002": "NORMAL", "mdb233": "MALIGNANT",
+                      "mdb234": "NORMAL"}
+    assert result.rejects.empty and result.lesions_in == 0
+
+
+def test_lesion_lost_without_a_reason_fails_the_count(tiny, tmp_path, monkeypatch):
+    index, _ = tiny
+    cut_roi = workers._TASKS["roi"]
+
+    def cut_and_lose_lesions(image, job, sha256):
+        output = cut_roi(image, job, sha256)
+        output.rows = [row for row in output.rows if row["kind"] != "lesion"]
+        return output
+
+    monkeypatch.setitem(workers._TASKS, "roi", cut_and_lose_lesions)
+    with pytest.raises(AssertionError, match="lesion counts do not reconcile: 3 in, 0 cut, 0 not"):
+        run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_records_of_an_older_format_are_redone(tiny, tmp_path):
+    index, lesions = tiny
+    lesions.loc[lesions["image_id"] == "IMG_C", ["center_x", "center_y"]] = ""
+    lesions.drop(columns=["source_x", "source_y"]).to_csv(index.parent / "lesions.csv",
+                                                          index=False)
+    first = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    for path in (tmp_path / "out" / STATE_DIR).glob("*.json"):
+        record = json.loads(path.read_text())
+        del record["record_format"], record["lesions_not_cut"]  # as written before counts
+        path.write_text(json.dumps(record))
+    again = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert again.images_processed == 6
+    assert again.lesions_not_cut == first.lesions_not_cut == {NO_LOCATION: 1}
+    pd.testing.assert_frame_equal(first.manifest, again.manifest)
+
+
+def test_lesion_of_unknown_pathology_is_counted_and_still_kept_out_of_normals(tiny, tmp_path):
+    index, lesions = tiny
+    lesions.loc[lesions["image_id"] == "IMG_A", "pathology"] = "MAYBE"
+    lesions.drop(columns=["source_x", "source_y"]).to_csv(index.parent / "lesions.csv",
+                                                          index=False)
+    result = run_preprocess(index, tmp_path / "out", ROI, progress=False)
+    assert result.lesions_not_cut == {UNKNOWN_PATHOLOGY: 1} and result.normal_withheld == 0
+    img_a = result.manifest[result.manifest["image_id"] == "IMG_A"]
+    assert img_a["kind"].tolist() == ["normal"] * 3  # its place is known, so normals are safe
+    disk = lesions.set_index("image_id").loc["IMG_A"]
+    source, _ = read_image(pd.read_csv(index).set_index("image_id").loc["IMG_A", "image_path"])
+    _, _, geometry = prepare_and_fit(source, SMOKE_WORKING_SIZE)
+    centre = geometry.map_points(np.array([[disk["source_x"], disk["source_y"]]]))[0]
+    for row in img_a.itertuples():
+        assert max(abs(row.center_x - centre[0]), abs(row.center_y - centre[1])) > SMOKE_SIZE / 2

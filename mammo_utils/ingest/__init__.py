@@ -5,7 +5,10 @@ Each adapter (:mod:`.cbis_ddsm`, :mod:`.mias`, :mod:`.folder`) returns an
 :class:`IngestResult` without splits; :func:`ingest` runs one adapter and assigns
 patient-grouped splits, and :func:`combine` merges several results and recomputes the
 splits on the union. Every result carries a reconciliation table in which, for each
-input and unit (CSV rows, table rows, images, files), ``total == kept + rejected``.
+input and unit (CSV rows, table rows, images, files), ``total == kept + rejected``. The
+three counts are taken independently: ``total`` from what was read, ``kept`` from what is
+in ``index`` or ``lesions``, ``rejected`` from ``rejects``; so a row lost between reading
+and writing breaks the equality, and :meth:`IngestResult.check_reconciliation` says where.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ ADAPTERS: dict[str, str] = {
 }
 
 
+class ReconciliationError(AssertionError):
+    """Rows or images an ingest read but neither kept nor rejected (or counted twice).
+
+    This is a fault of the ingest code, not of the data: every input must end up in the
+    tables or in ``rejects`` with its reason.
+    """
+
+
 def _frame(records: Iterable[dict] | pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """A frame holding exactly ``columns`` in order (missing ones empty)."""
     frame = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records.copy()
@@ -98,13 +109,27 @@ class IngestResult:
         return list(dict.fromkeys(self.index["dataset"]))
 
     def check_reconciliation(self) -> None:
-        """Raise ``AssertionError`` naming any input where total != kept + rejected."""
+        """Raise :class:`ReconciliationError` naming every input (data set, file, unit)
+        where the rows or images read differ from those kept plus those rejected."""
         table = self.reconciliation
         broken = table[table["total"] != table["kept"] + table["rejected"]]
-        if not broken.empty:
-            raise AssertionError(
-                f"ingest counts do not reconcile:\n{broken.to_string(index=False)}"
+        if broken.empty:
+            return
+        lines = []
+        for row in broken.itertuples(index=False):
+            gap = row.total - row.kept - row.rejected
+            lost = (
+                f"{gap} read but neither kept nor rejected"
+                if gap > 0
+                else f"{-gap} more kept or rejected than read"
             )
+            lines.append(
+                f"{row.dataset} {row.source} ({row.unit}): {row.total} read, "
+                f"{row.kept} kept, {row.rejected} rejected; {lost}"
+            )
+        raise ReconciliationError(
+            "ingest counts do not reconcile (a fault of the ingest code):\n" + "\n".join(lines)
+        )
 
     def summary(self) -> str:
         """Human-readable reconciliation and warning counts (what ``mammo ingest`` prints)."""

@@ -20,10 +20,16 @@ uid>``); a lesion whose ROI mask or crop is not found is kept with an empty path
 counted under ``warnings``. ``normal_case_description.csv`` (written by the synthetic
 generator) adds NORMAL images without lesions. The reject ``source`` is
 ``<csv file>:<data row number>`` (1 = the first row after the header).
+
+Reconciliation, per CSV: the rows read from the file, the rows found again in the output
+(each lesion traced back to its row by image, abnormality type and id; each NORMAL row by
+its image in the index) and the rows named in ``rejects``; per image: the full images the
+rows reference, the index rows, and the images all of whose rows are rejected.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -249,31 +255,62 @@ def _image_record(rows: pd.DataFrame, dataset: str, image_path: str) -> dict:
     }
 
 
+def _csv_name(source: str) -> str:
+    """``mass_case_description_train_set.csv:12`` -> the file name."""
+    return source.rsplit(":", 1)[0]
+
+
+def _keys(frame: pd.DataFrame, type_column: str) -> list[_Key]:
+    """The :data:`LESION_KEY` of each row (the type column is named differently in the
+    CSV rows and in the lesion table)."""
+    columns = (frame["image_id"], frame[type_column], frame["abnormality_id"].astype(str))
+    return list(zip(*columns, strict=True))
+
+
+def _kept_sources(rows: pd.DataFrame, index: pd.DataFrame, lesions: pd.DataFrame) -> list[str]:
+    """The CSV row behind each lesion in ``lesions`` and each NORMAL row whose image is in
+    ``index``, found from the output tables alone (``''`` for a lesion no row explains).
+
+    Only the first row of each :data:`LESION_KEY` can be behind an output row: a later one
+    repeats it.
+    """
+    first = rows.drop_duplicates(list(LESION_KEY))
+    lesion_rows = _lesion_rows(first)
+    by_key = dict(zip(_keys(lesion_rows, "abnormality_type"), lesion_rows["source"], strict=True))
+    sources = [by_key.get(key, "") for key in _keys(lesions, "type")]
+    normal_rows = first[first["pathology"] == "NORMAL"]
+    sources += normal_rows.loc[normal_rows["image_id"].isin(index["image_id"]), "source"].tolist()
+    return sources
+
+
 def _reconciliation(
-    dataset: str, rows: pd.DataFrame, rejected: set[str], kept_images: set[str]
+    dataset: str, read_counts: dict[str, int], rows: pd.DataFrame, result: IngestResult
 ) -> list[dict]:
-    records = []
-    for csv_name, group in rows.groupby(rows["source"].str.rsplit(":", n=1).str[0], sort=True):
-        n_rejected = int(group["source"].isin(rejected).sum())
-        records.append(
-            {
-                "dataset": dataset,
-                "source": csv_name,
-                "unit": "csv rows",
-                "total": len(group),
-                "kept": len(group) - n_rejected,
-                "rejected": n_rejected,
-            }
-        )
-    referenced = set(rows["image_id"]) - {""}
+    """Rows read, kept and rejected per CSV, and images referenced, kept and rejected,
+    each count taken on its own (see the module notes)."""
+    kept_sources = _kept_sources(rows, result.index, result.lesions)
+    kept = Counter(_csv_name(source) for source in kept_sources)
+    rejected = Counter(_csv_name(source) for source in result.rejects["source"])
+    records = [
+        {"dataset": dataset, "source": name, "unit": "csv rows", "total": total,
+         "kept": kept.pop(name, 0), "rejected": rejected.pop(name, 0)}
+        for name, total in sorted(read_counts.items())
+    ]
+    for name in sorted(set(kept) | set(rejected)):  # output rows that no CSV explains
+        source = name or "lesions traced to no CSV row"
+        records.append({"dataset": dataset, "source": source, "unit": "csv rows", "total": 0,
+                        "kept": kept[name], "rejected": rejected[name]})
+    referenced = rows[rows["image_id"] != ""]
+    all_rejected = referenced["source"].isin(set(result.rejects["source"]))
+    images_rejected = all_rejected.groupby(referenced["image_id"]).all()
     records.append(
         {
             "dataset": dataset,
             "source": "full images referenced",
             "unit": "images",
-            "total": len(referenced),
-            "kept": len(kept_images & referenced),
-            "rejected": len(referenced - kept_images),
+            "total": referenced["image_id"].nunique(),
+            "kept": len(result.index),
+            "rejected": int(images_rejected.sum()),
         }
     )
     return records
@@ -307,11 +344,14 @@ def ingest(
     dataset = dataset_name(root)
     views_set = {view.strip().upper() for view in views} if views else None
     csv_paths = find_case_csvs(Path(csv_dir or root))
-    rows = pd.concat([read_case_csv(path) for path in csv_paths], ignore_index=True)
+    frames = [read_case_csv(path) for path in csv_paths]
+    read_counts = {path.name: len(frame) for path, frame in zip(csv_paths, frames, strict=True)}
+    rows = pd.concat(frames, ignore_index=True)
     if rows.empty:
         names = ", ".join(path.name for path in csv_paths)
         raise ValueError(f"{csv_dir or root}: the case-description CSVs ({names}) hold no rows")
-    rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *CSV_COLUMNS]))).fillna("")
+    columns = list(dict.fromkeys([*rows.columns, *CSV_COLUMNS]))
+    rows = rows.reindex(columns=columns, fill_value="").fillna("")
     rows["image_id"] = _image_ids(rows["image_file_path"])
     headers = index_dicom_tree(root, cache_path) if require_images else None
     files = _Files(headers) if headers is not None else None
@@ -348,12 +388,11 @@ def ingest(
             mask, crop = _roi_paths(row, full, files, warnings) if full else ("", "")
             lesion_records.append(_lesion(row, image_id, mask, crop))
 
-    rejected_sources = {reject["source"] for reject in rejects}
-    kept_images = {record["image_id"] for record in index_records}
-    return IngestResult(
+    result = IngestResult(
         index=pd.DataFrame(index_records),
         lesions=pd.DataFrame(lesion_records),
         rejects=pd.DataFrame(rejects),
-        reconciliation=pd.DataFrame(_reconciliation(dataset, rows, rejected_sources, kept_images)),
         warnings=dict(warnings),
     )
+    reconciliation = _reconciliation(dataset, read_counts, rows, result)
+    return dataclasses.replace(result, reconciliation=pd.DataFrame(reconciliation))

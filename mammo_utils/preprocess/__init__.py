@@ -6,13 +6,17 @@ process and writes, under ``out_dir``: the PNGs (``<label>/<item>.png``, chest w
 column 0), ``manifest.csv``, ``preprocess_config.json`` and ``rejects.csv``. A rerun
 skips every image whose done record matches its source checksum and inputs, so an
 interrupted run resumes where it stopped and a finished one costs only a stat per image.
+
+Counts reconcile twice: images in = images done + images rejected, and, for ``roi``,
+lesions in = lesions cut + lesions not cut, by reason (``lesion without location``, ...).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +33,7 @@ from mammo_utils.preprocess.manifest import (
     remove_partial_files,
     sha256_json,
 )
-from mammo_utils.preprocess.roi_task import lesions_by_image
+from mammo_utils.preprocess.roi_task import UNLOCATED, lesions_by_image
 from mammo_utils.preprocess.workers import run_jobs
 from mammo_utils.splits import assert_no_patient_leakage
 
@@ -39,6 +43,8 @@ INDEX_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "dataset", "split", "label", "image_path",
 )
 CONFIG_NAME = "preprocess_config.json"
+#: Reason counted for the lesions of an image that was rejected as a whole.
+IMAGE_REJECTED = "image rejected"
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,10 @@ class PreprocessResult:
     """What a run left in ``out_dir`` and how the source images were accounted for.
 
     ``images_in == images_done + images_rejected``; ``images_processed`` of them were
-    (re)done by this run, the others were resumed from earlier runs.
+    (re)done by this run, the others were resumed from earlier runs. For the ``roi``
+    task, ``lesions_in == lesions_cut + sum(lesions_not_cut.values())``: the lesions of
+    the indexed images, those with patches in the manifest, and the others by reason;
+    ``normal_withheld`` images gave no NORMAL patch because a lesion could not be located.
     """
 
     out_dir: Path
@@ -56,19 +65,34 @@ class PreprocessResult:
     images_done: int
     images_rejected: int
     images_processed: int
+    lesions_in: int = 0
+    lesions_cut: int = 0
+    lesions_not_cut: dict[str, int] = field(default_factory=dict)
+    normal_withheld: int = 0
 
     @property
     def images_skipped(self) -> int:
         return self.images_in - self.images_processed
 
     def summary(self) -> str:
-        """One line of counts for logs and the command line."""
-        return (
+        """Lines of counts for logs and the command line."""
+        lines = [
             f"{self.images_in} images in: {self.images_done} done, "
             f"{self.images_rejected} rejected ({self.images_processed} processed now, "
             f"{self.images_skipped} resumed); {len(self.manifest)} outputs, "
             f"{len(self.rejects)} rejects -> {self.out_dir}"
-        )
+        ]
+        if self.lesions_in:
+            reasons = "".join(
+                f", {count} {reason}" for reason, count in sorted(self.lesions_not_cut.items())
+            )
+            lines.append(f"{self.lesions_in} lesions in: {self.lesions_cut} cut{reasons}")
+        if self.normal_withheld:
+            lines.append(
+                f"no NORMAL patch cut from {self.normal_withheld} image(s) with a lesion "
+                "of unknown location"
+            )
+        return "\n".join(lines)
 
 
 def read_index(path: Path) -> pd.DataFrame:
@@ -131,6 +155,39 @@ def _plan(
     return finished, jobs
 
 
+def _lesion_counts(
+    frame: pd.DataFrame, lesions: dict, records: list[DoneRecord], manifest: pd.DataFrame
+) -> dict:
+    """Lesions in, cut and not cut (by reason), each counted on its own, and the images
+    whose NORMAL patches were withheld; raises ``AssertionError`` naming the counts when
+    in != cut + not cut (a fault of the task code: a lesion vanished or was counted twice).
+    """
+    lesions_in = sum(len(lesions.get(image_id, ())) for image_id in frame["image_id"])
+    if "kind" in manifest.columns:
+        cut = manifest.loc[manifest["kind"] == "lesion", ["image_id", "abnormality_id"]]
+        lesions_cut = len(cut.drop_duplicates())
+    else:
+        lesions_cut = 0
+    not_cut: Counter = Counter()
+    for record in records:
+        if record.rejected:
+            not_cut[IMAGE_REJECTED] += len(lesions.get(record.image_id, ()))
+        else:
+            not_cut.update(record.lesions_not_cut)
+    not_cut = +not_cut  # drop zero counts
+    if lesions_in != lesions_cut + sum(not_cut.values()):
+        raise AssertionError(
+            f"lesion counts do not reconcile: {lesions_in} in, {lesions_cut} cut, "
+            f"{sum(not_cut.values())} not cut ({dict(not_cut)})"
+        )
+    withheld = sum(
+        not record.rejected and any(record.lesions_not_cut.get(reason) for reason in UNLOCATED)
+        for record in records
+    )
+    return {"lesions_in": lesions_in, "lesions_cut": lesions_cut,
+            "lesions_not_cut": dict(not_cut), "normal_withheld": withheld}
+
+
 def run_preprocess(
     index: str | Path,
     out_dir: str | Path,
@@ -177,11 +234,12 @@ def run_preprocess(
         [reject for record in ordered for reject in record.rejects], columns=REJECT_COLUMNS
     )
     assert_no_patient_leakage(manifest)
+    lesion_counts = _lesion_counts(frame, by_image, ordered, manifest)
     atomic_write_csv(out_dir / "rejects.csv", rejects)
     atomic_write_csv(out_dir / "manifest.csv", manifest)
     rejected = sum(record.rejected for record in ordered)
     return PreprocessResult(
         out_dir=out_dir, manifest=manifest, rejects=rejects, images_in=len(ordered),
         images_done=len(ordered) - rejected, images_rejected=rejected,
-        images_processed=len(jobs),
+        images_processed=len(jobs), **lesion_counts,
     )

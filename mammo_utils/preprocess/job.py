@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,11 +47,13 @@ class ImageJob:
 
 @dataclass
 class TaskOutput:
-    """PNG arrays to write (relative path -> uint16 image), their manifest rows, rejects."""
+    """PNG arrays to write (relative path -> uint16 image), their manifest rows, rejects,
+    and how many of the image's lesions yielded no patch, by reason."""
 
     images: dict[str, np.ndarray] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
+    not_cut: Counter = field(default_factory=Counter)
 
     def add(self, item_id: str, label: str, array: np.ndarray, row: dict) -> None:
         """Add one output image, stored as ``<label>/<item_id>.png``."""

@@ -31,6 +31,9 @@ ROI_COLUMNS: tuple[str, ...] = ("kind", "abnormality_id", "center_x", "center_y"
 REJECT_COLUMNS: tuple[str, ...] = ("source", "reason")
 
 STATE_DIR = ".state"
+#: Layout of the done records; the image of a record in another layout is redone.
+#: Format 2 added ``lesions_not_cut``, without which a resumed run cannot count lesions.
+RECORD_FORMAT = 2
 
 
 def manifest_columns(task: str) -> tuple[str, ...]:
@@ -80,6 +83,7 @@ class DoneRecord:
     ``inputs_sha256`` hashes the image's index row and lesion rows, so a changed label,
     split or lesion outline also triggers reprocessing. ``rejected`` marks an image that
     produced nothing; it is not retried while its source and inputs are unchanged.
+    ``lesions_not_cut`` counts the image's lesions that yielded no patch, by reason.
     """
 
     image_id: str
@@ -89,6 +93,8 @@ class DoneRecord:
     rows: list[dict] = field(default_factory=list)
     rejects: list[dict] = field(default_factory=list)
     rejected: bool = False
+    lesions_not_cut: dict[str, int] = field(default_factory=dict)
+    record_format: int = RECORD_FORMAT
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -96,6 +102,7 @@ class DoneRecord:
     @classmethod
     def from_json(cls, text: str) -> DoneRecord:
         values = json.loads(text)
+        values.setdefault("record_format", 1)  # records written before formats were numbered
         values["stamp"] = SourceStamp(**values["stamp"])
         return cls(**values)
 
@@ -126,11 +133,14 @@ class DoneStore:
         atomic_write_text(self._path(record.image_id), record.to_json())
 
     def is_current(self, record: DoneRecord, source: Path, inputs_sha256: str) -> bool:
-        """Whether ``record`` still describes ``source``: same inputs, same bytes, files there.
+        """Whether ``record`` still describes ``source``: same record format, same inputs,
+        same bytes, files there.
 
         The checksum is trusted without rehashing when size and mtime are unchanged
         (the cache that makes a rerun fast); otherwise the file is hashed again.
         """
+        if record.record_format != RECORD_FORMAT:
+            return False
         if record.inputs_sha256 != inputs_sha256 or record.source != str(source):
             return False
         try:

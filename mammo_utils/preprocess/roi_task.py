@@ -5,6 +5,11 @@ physical scale. A lesion's centre is its ROI-mask centroid (CBIS-DDSM) or its li
 centre (MIAS), mapped through crop, flip, pad and resize; each of its patches is shifted
 by its own seeded jitter. NORMAL patches are drawn, seeded, among windows that are mostly breast and
 touch no abnormality of the image.
+
+A lesion that yields no patch is counted under one reason (:data:`NO_LOCATION`,
+:data:`UNUSABLE_MASK`, :data:`UNKNOWN_PATHOLOGY`) and rejected with it. When any lesion of
+an image cannot be located (the lesion could be anywhere, e.g. a mini-MIAS calcification
+listed without a centre), no NORMAL patch is cut from that image either.
 """
 
 from __future__ import annotations
@@ -22,10 +27,24 @@ from mammo_utils.reader import read_image
 #: so resampling of the mask cannot let a NORMAL patch graze a lesion edge.
 LESION_MARGIN = 2
 
+#: Why a lesion yields no patch: the reasons of the per-reason lesion counts.
+NO_LOCATION = "lesion without location"
+UNUSABLE_MASK = "unusable ROI mask"
+UNKNOWN_PATHOLOGY = "unknown pathology"
+#: Reasons that leave a lesion's place unknown, so that no NORMAL patch is safe.
+UNLOCATED = (NO_LOCATION, UNUSABLE_MASK)
+
 
 def _present(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value)) and (
         str(value).strip() != ""
+    )
+
+
+def has_location(lesion: dict) -> bool:
+    """Whether a lesion row says where the lesion is: an ROI mask, or a centre."""
+    return _present(lesion.get("mask_path")) or (
+        _present(lesion.get("center_x")) and _present(lesion.get("center_y"))
     )
 
 
@@ -107,12 +126,26 @@ def normal_centres(
     return [(int(x) + size // 2, int(y) + size // 2) for x, y in zip(cols, rows, strict=True)]
 
 
+def _locate(
+    lesion: dict, source_shape: tuple[int, int], geometry: BreastGeometry, patch_size: int
+) -> tuple[np.ndarray | None, np.ndarray | None, str, str]:
+    """``(centre, region, reason, detail)`` of one lesion: a centre and region when it is
+    located, else the reason (:data:`UNLOCATED`) and what went wrong."""
+    if not has_location(lesion):
+        return None, None, NO_LOCATION, "lesions.csv gives neither an ROI mask nor a centre"
+    try:
+        centre, region = locate_lesion(lesion, source_shape, geometry, patch_size)
+    except ValueError as exc:  # ImageReadError is a ValueError too
+        return None, None, UNUSABLE_MASK, str(exc)
+    return centre, region, "", ""
+
+
 def cut_roi(image: np.ndarray, job: ImageJob, sha256: str) -> TaskOutput:
     """Lesion and NORMAL patches of one image, as PNG arrays and manifest rows.
 
-    A lesion that cannot be located is rejected with its reason while the others are
-    still cut; NORMAL patches are then skipped for that image, since they could overlap
-    the unlocated lesion.
+    A lesion that yields no patch is rejected and counted under its reason while the
+    others are still cut. When a lesion cannot be located, no NORMAL patch is cut from the
+    image: it could overlap the lesion.
     """
     config = job.config
     size = config.size
@@ -126,22 +159,25 @@ def cut_roi(image: np.ndarray, job: ImageJob, sha256: str) -> TaskOutput:
     base = job.base_row(sha256, geometry)
     output = TaskOutput()
     lesion_area = np.zeros(config.working_size, dtype=np.uint8)
-    located_all = True
     for lesion in job.lesions:
         abnormality = str(lesion["abnormality_id"])
-        try:
-            centre, region = locate_lesion(lesion, image.shape, geometry, size)
-            label = normalize_label(lesion["pathology"])
-        except ValueError as exc:  # ImageReadError is a ValueError too
-            located_all = False
+        centre, region, reason, detail = _locate(lesion, image.shape, geometry, size)
+        if region is not None:
+            lesion_area |= region.astype(np.uint8)
+            try:
+                label = normalize_label(lesion["pathology"])
+            except ValueError as exc:
+                reason, detail = UNKNOWN_PATHOLOGY, str(exc)
+        if reason:
+            output.not_cut[reason] += 1
             mask_path = lesion.get("mask_path")
+            withheld = "; no NORMAL patch cut from this image" if reason in UNLOCATED else ""
             output.rejects.append({
                 "source": str(mask_path) if _present(mask_path) else job.image_path,
-                "reason": f"abnormality {abnormality} of {job.image_id}: {exc}; "
-                "no NORMAL patches cut from this image",
+                "reason": f"{reason}: abnormality {abnormality} of {job.image_id}: "
+                f"{detail}{withheld}",
             })
             continue
-        lesion_area |= region.astype(np.uint8)
         for view in range(config.patches_per_lesion):
             shift = rng.integers(-config.jitter, config.jitter + 1, size=2)
             cx, cy = (int(round(value)) for value in centre + shift)
@@ -152,7 +188,7 @@ def cut_roi(image: np.ndarray, job: ImageJob, sha256: str) -> TaskOutput:
                 {**base, "label": label, "kind": "lesion", "abnormality_id": abnormality,
                  "center_x": cx, "center_y": cy},
             )
-    if not located_all:
+    if any(output.not_cut[reason] for reason in UNLOCATED):
         return output
     kernel = np.ones((2 * LESION_MARGIN + 1,) * 2, dtype=np.uint8)
     keep_out = cv2.dilate(lesion_area, kernel)

@@ -71,6 +71,7 @@ def process_job(job: ImageJob) -> DoneRecord:
     return DoneRecord(
         image_id=job.image_id, source=job.image_path, stamp=stamp,
         inputs_sha256=job.inputs_sha256, rows=output.rows, rejects=output.rejects,
+        lesions_not_cut=dict(output.not_cut),
     )
 
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from mammo_utils.breast import breast_mask
 from mammo_utils.classes import CLASSES
-from mammo_utils.metrics import binary_auc, to_jsonable
+from mammo_utils.metrics import roc_auc, to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class AuditResult:
     """Out-of-fold AUC of acquisition features per class, and the classes they give away."""
 
     classes: list[str]
-    per_class_auc: dict[str, float | None]
+    per_class_roc_auc: dict[str, float | None]
     flagged: list[str]
     threshold: float
     n_samples: int
@@ -151,13 +151,13 @@ class AuditResult:
     def summary(self) -> str:
         """One plain sentence: the verdict a reader needs."""
         if self.has_shortcut:
-            listed = ", ".join(f"{c} (AUC {self.per_class_auc[c]:.2f})" for c in self.flagged)
+            listed = ", ".join(f"{c} (AUC {self.per_class_roc_auc[c]:.2f})" for c in self.flagged)
             return (
                 f"SHORTCUT WARNING: {listed} separable without anatomy: a likely shortcut. "
                 "Acquisition features alone (source, size, bit depth, background) predict "
                 "these labels, so a model's score on them may measure the scanner, not disease."
             )
-        best = max((v for v in self.per_class_auc.values() if v is not None), default=None)
+        best = max((v for v in self.per_class_roc_auc.values() if v is not None), default=None)
         best_text = "n/a" if best is None else f"{best:.2f}"
         return (
             f"No shortcut found: acquisition features alone reach at most AUC {best_text} "
@@ -247,13 +247,13 @@ def shortcut_audit(
         )
         fitted_classes = np.unique(y)
         for column, k in enumerate(fitted_classes):
-            auc[classes[k]] = binary_auc(y == k, proba[:, column])
+            auc[classes[k]] = roc_auc(y == k, proba[:, column])
     elif present >= 2:
         logger.warning("shortcut audit skipped: %d patients, no varying feature", n_patients)
     flagged = [name for name, value in auc.items() if value is not None and value >= threshold]
     return AuditResult(
         classes=classes,
-        per_class_auc=auc,
+        per_class_roc_auc=auc,
         flagged=flagged,
         threshold=threshold,
         n_samples=int(len(table)),

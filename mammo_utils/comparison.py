@@ -1,9 +1,10 @@
 """The comparison table across the models of a run, from their ``metrics.json`` files.
 
-One row per model: headline metrics with their patient-level 95% intervals, the
-parameter count, the training time from the model card and the measured inference
-throughput. Written as CSV (for code, and for ``reports/index.html``) and as a
-Markdown table (for the notebook and a reader).
+One row per model: the headline metrics under their ``metrics.json`` names, each
+bootstrapped one followed by ``<name>_lower`` and ``<name>_upper`` (its patient-level
+interval), then the parameter count, the training time from the model card and the
+measured inference throughput. Written as CSV (for code, and for
+``reports/index.html``) and as a Markdown table (for the notebook and a reader).
 """
 
 from __future__ import annotations
@@ -13,22 +14,34 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo_utils.metrics import headline
+from mammo_utils.metrics import BOOTSTRAP_METRICS, SENSITIVITY_AT_TARGET
 
-#: Metrics shown as ``value [lower, upper]`` in the Markdown table.
-INTERVAL_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "macro_auc", "malignant_auc")
+#: The ``metrics.json`` keys the table shows, in order.
+TABLE_METRICS: tuple[str, ...] = (
+    *BOOTSTRAP_METRICS,
+    "malignant_average_precision",
+    SENSITIVITY_AT_TARGET,
+    "ece",
+)
 
 
 def comparison_row(metrics: dict) -> dict:
     """One table row from one model's ``metrics.json`` content."""
     model = metrics.get("model", {})
+    intervals = metrics["bootstrap"]["intervals"]
     row = {
         "model": model.get("model_name", "unknown"),
         "architecture": model.get("architecture"),
         "weights": model.get("weights"),
         "split": metrics.get("split"),
+        "n_images": metrics["n_images"],
+        "n_patients": metrics["n_patients"],
     }
-    row |= headline(metrics)
+    for name in TABLE_METRICS:
+        row[name] = metrics[name]
+        if name in intervals:
+            row[f"{name}_lower"] = intervals[name]["lower"]
+            row[f"{name}_upper"] = intervals[name]["upper"]
     row["parameter_count"] = model.get("parameter_count")
     row["training_time_s"] = model.get("training_time_s")
     row["inference_images_per_s"] = metrics.get("inference", {}).get("images_per_second")
@@ -36,14 +49,26 @@ def comparison_row(metrics: dict) -> dict:
 
 
 def compare_metrics(metrics_dir: str | Path) -> pd.DataFrame:
-    """Rows for every ``<metrics_dir>/<model>/metrics.json``, best malignant AUC first."""
-    paths = sorted(Path(metrics_dir).glob("*/metrics.json"))
-    rows = [comparison_row(json.loads(p.read_text())) for p in paths]
+    """Rows for every ``<metrics_dir>/<model>/metrics.json``, best malignant ROC-AUC first.
+
+    A file without one of the table's metrics (written by an older version) is an
+    error naming the file and the missing keys.
+    """
+    rows = []
+    for path in sorted(Path(metrics_dir).glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        missing = [name for name in (*TABLE_METRICS, "bootstrap") if name not in metrics]
+        if missing:
+            raise ValueError(
+                f"{path}: no {', '.join(missing)}; written by an older version? "
+                "Evaluate the model again."
+            )
+        rows.append(comparison_row(metrics))
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     return table.sort_values(
-        ["malignant_auc", "macro_auc"], ascending=False, na_position="last"
+        ["malignant_roc_auc", "macro_roc_auc"], ascending=False, na_position="last"
     ).reset_index(drop=True)
 
 
@@ -57,18 +82,16 @@ def _cell(value, digits: int = 3) -> str:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A Markdown table: metrics as ``value [lower, upper]``, sizes and speeds rounded."""
-    header = ["model", "architecture", *INTERVAL_METRICS, "ECE", "sens@90%spec", "parameters",
-              "train s", "images/s"]
+    header = ["model", "architecture", *TABLE_METRICS, "parameters", "train s", "images/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.to_dict("records"):
         cells = [_cell(row["model"]), _cell(row.get("architecture"))]
-        for key in INTERVAL_METRICS:
-            value = _cell(row[key])
-            if value != "n/a" and row.get(f"{key}_lower") is not None:
-                value += f" [{_cell(row[f'{key}_lower'])}, {_cell(row[f'{key}_upper'])}]"
+        for name in TABLE_METRICS:
+            value = _cell(row[name])
+            lower = row.get(f"{name}_lower")
+            if value != "n/a" and lower is not None and not pd.isna(lower):
+                value += f" [{_cell(lower)}, {_cell(row[f'{name}_upper'])}]"
             cells.append(value)
-        cells.append(_cell(row.get("ece")))
-        cells.append(_cell(row.get("sensitivity_at_90_specificity")))
         params = row.get("parameter_count")
         cells.append("n/a" if params is None or pd.isna(params) else f"{int(params):,}")
         cells.append(_cell(row.get("training_time_s"), 1))

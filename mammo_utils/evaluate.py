@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from mammo_utils import figures
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
+#: Resolution of every saved figure.
+FIGURE_DPI = 150
 
 
 @dataclass
@@ -41,7 +45,6 @@ class EvaluationResult:
     predictions: pd.DataFrame
     metrics_dir: Path
     figures: dict[str, Path] = field(default_factory=dict)
-    images_per_second: float | None = None
 
     @property
     def metrics_path(self) -> Path:
@@ -50,14 +53,6 @@ class EvaluationResult:
     @property
     def predictions_path(self) -> Path:
         return self.metrics_dir / PREDICTIONS_FILE
-
-
-def training_time_seconds(training: dict) -> float | None:
-    """Wall-clock training time recorded in a model card's ``training`` section."""
-    for key in ("training_time_s", "time_s", "seconds"):
-        if training.get(key) is not None:
-            return float(training[key])
-    return None
 
 
 def predict_split(model, dataset, n_images: int, progress: bool = True):
@@ -96,6 +91,16 @@ def _predictions_table(rows: pd.DataFrame, y_true: np.ndarray, proba, classes) -
     return table
 
 
+def _save(fig: Figure, figures_dir: Path, name: str) -> Path:
+    """Write ``fig`` as ``<figures_dir>/<name>.png`` at :data:`FIGURE_DPI` and close it
+    (a loop over many models must not pile up open figures)."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    path = figures_dir / f"{name}.png"
+    fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def write_figures(
     result_table: pd.DataFrame,
     metrics: dict,
@@ -104,32 +109,36 @@ def write_figures(
     history_path: Path | None,
     title: str,
 ) -> dict[str, Path]:
-    """Every per-model figure, from the predictions table and metrics."""
+    """Draw and save every per-model figure, from the predictions table and metrics."""
     y_true = np.array([classes.index(label) for label in result_table["true_label"]], dtype=int)
     proba = result_table[[f"p_{c}" for c in classes]].to_numpy()
+    counts = np.asarray(metrics["confusion_matrix"])
     paths = {
-        "confusion_matrix": figures.plot_confusion_matrix(
-            np.asarray(metrics["confusion_matrix"]),
-            classes,
-            figures_dir / "confusion_matrix.png",
-            title=f"{title}: confusion matrix",
+        "confusion_matrix": _save(
+            figures.plot_confusion_matrix(counts, classes, title=f"{title}: confusion matrix"),
+            figures_dir, "confusion_matrix",
         ),
-        "roc": figures.plot_roc_curves(
-            y_true, proba, classes, figures_dir / "roc.png", title=f"{title}: ROC (one vs rest)"
+        "roc": _save(
+            figures.plot_roc_curves(y_true, proba, classes, title=f"{title}: ROC (one vs rest)"),
+            figures_dir, "roc",
         ),
-        "precision_recall": figures.plot_precision_recall(
-            y_true, proba, classes, figures_dir / "precision_recall.png", title=f"{title}: PR"
+        "precision_recall": _save(
+            figures.plot_precision_recall(y_true, proba, classes, title=f"{title}: PR"),
+            figures_dir, "precision_recall",
         ),
-        "reliability": figures.plot_reliability(
-            y_true, proba, figures_dir / "reliability.png", title=f"{title}: calibration"
+        "reliability": _save(
+            figures.plot_reliability(y_true, proba, title=f"{title}: calibration"),
+            figures_dir, "reliability",
         ),
-        "mistakes": figures.plot_confident_mistakes(
-            result_table, classes, figures_dir / "mistakes.png", title=f"{title}: mistakes"
+        "mistakes": _save(
+            figures.plot_confident_mistakes(result_table, classes, title=f"{title}: mistakes"),
+            figures_dir, "mistakes",
         ),
     }
     if history_path is not None and history_path.is_file():
-        paths["training_curves"] = figures.plot_training_curves(
-            history_path, figures_dir / "training_curves.png", title=f"{title}: training"
+        paths["training_curves"] = _save(
+            figures.plot_training_curves(history_path, title=f"{title}: training"),
+            figures_dir, "training_curves",
         )
     return paths
 
@@ -187,7 +196,7 @@ def evaluate_model(
         "label_scheme": card.label_scheme,
         "image_size": card.image_size,
         "parameter_count": card.parameter_count,
-        "training_time_s": training_time_seconds(card.training),
+        "training_time_s": card.training.get("training_time_s"),
         "weights": card.training.get("weights"),
         "model_dir": str(model_dir.resolve()),
     }
@@ -215,7 +224,6 @@ def evaluate_model(
         predictions=table,
         metrics_dir=metrics_dir,
         figures=paths,
-        images_per_second=images_per_second,
     )
 
 

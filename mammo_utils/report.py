@@ -270,24 +270,25 @@ def run_report(
 
 
 def _headline_html(run_dir: Path) -> str:
-    """Per-model headline numbers from ``metrics/comparison.csv``, as an HTML list."""
+    """Per-model headline numbers from ``metrics/comparison.csv``, as an HTML list: every
+    metric the table gives an interval (``<name>_lower``, ``<name>_upper``), under its
+    ``metrics.json`` name."""
     path = run_dir / "metrics" / "comparison.csv"
     if not path.is_file():
         return "<em>no comparison table</em>"
     table = pd.read_csv(path)
     if table.empty:
         return "<em>no models evaluated</em>"
+    names = [c for c in table.columns if f"{c}_lower" in table and f"{c}_upper" in table]
     items = []
     for row in table.to_dict("records"):
         parts = []
-        for key, label in (("accuracy", "accuracy"), ("macro_auc", "macro AUC"),
-                           ("malignant_auc", "malignant AUC")):
-            value = row.get(key)
-            if value is None or pd.isna(value):
+        for name in names:
+            value, lower, upper = row[name], row[f"{name}_lower"], row[f"{name}_upper"]
+            if pd.isna(value):
                 continue
-            text = f"{label} {value:.3f}"
-            lower, upper = row.get(f"{key}_lower"), row.get(f"{key}_upper")
-            if lower is not None and not pd.isna(lower):
+            text = f"{name} {value:.3f}"
+            if not pd.isna(lower):
                 text += f" [{lower:.3f}, {upper:.3f}]"
             parts.append(text)
         items.append(f"<li><b>{html.escape(str(row['model']))}</b>: {', '.join(parts)}</li>")

@@ -26,10 +26,10 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import roc_auc_score
 
 from mammo_utils import models, pipeline
 from mammo_utils.files import sha256_file
+from mammo_utils.metrics import macro_roc_auc, one_vs_rest_roc_auc
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
 
 logger = logging.getLogger(__name__)
@@ -72,18 +72,6 @@ def split_sha256(frame: pd.DataFrame) -> str:
         items = frame["path"].map(lambda path: Path(path).name)
     lines = sorted(f"{item},{split}" for item, split in zip(items, frame["split"], strict=True))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def macro_roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, dict[int, float]]:
-    """Macro one-vs-rest ROC-AUC over the classes that have both positives and negatives
-    in ``labels``, and the per-class values (NaN macro when no class qualifies)."""
-    per_class = {}
-    for index in range(probabilities.shape[1]):
-        positives = labels == index
-        if positives.any() and not positives.all():
-            per_class[index] = float(roc_auc_score(positives, probabilities[:, index]))
-    macro = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return macro, per_class
 
 
 def choose_strategy() -> tf.distribute.Strategy:
@@ -140,16 +128,17 @@ def _callbacks(out_dir: Path, patience: int, checkpoint, tensorboard: bool) -> l
 
 def _validation_metrics(model: keras.Model, val_data: tf.data.Dataset, labels: np.ndarray,
                         classes: tuple[str, ...]) -> dict:
-    """Loss, accuracy and Keras AUC from ``evaluate``; macro ROC-AUC from scikit-learn."""
+    """Loss, accuracy and Keras AUC from ``evaluate``; ROC-AUC as :mod:`mammo_utils.metrics`
+    computes it for ``metrics.json`` (``None`` where a class lacks positives or negatives)."""
     scores = model.evaluate(val_data, verbose=0, return_dict=True)
     probabilities = model.predict(val_data, verbose=0)
-    macro, per_class = macro_roc_auc(labels, probabilities)
+    per_class = one_vs_rest_roc_auc(labels, probabilities)
     return {
         "loss": float(scores["loss"]),
         "accuracy": float(scores["accuracy"]),
         "auc": float(scores["auc"]),
-        "macro_roc_auc": macro,
-        "roc_auc_per_class": {classes[index]: value for index, value in per_class.items()},
+        "macro_roc_auc": macro_roc_auc(labels, probabilities),
+        "roc_auc_per_class": dict(zip(classes, per_class, strict=True)),
         "n": int(len(labels)),
     }
 

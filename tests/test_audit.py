@@ -100,13 +100,13 @@ def test_flags_normals_from_another_source(tmp_path):
     result, rejects = audit_manifest(index, index, progress=False)
     assert rejects.empty
     assert "NORMAL" in result.flagged
-    assert result.per_class_auc["NORMAL"] >= 0.95
+    assert result.per_class_roc_auc["NORMAL"] >= 0.95
     assert result.has_shortcut
     assert "separable without anatomy: a likely shortcut" in result.banner_markdown()
     assert "SHORTCUT WARNING" in result.banner_html()
     assert result.n_patients == 48
     assert result.classes == list(CLASSES)
-    assert list(result.per_class_auc) == list(CLASSES)
+    assert list(result.per_class_roc_auc) == list(CLASSES)
 
 
 def test_classes_follow_the_canonical_order_not_the_alphabet():
@@ -135,7 +135,7 @@ def test_does_not_flag_clean_roi_task(tmp_path):
     result, _ = audit_manifest(pd.DataFrame(patches), index, progress=False)
     assert result.flagged == []
     assert not result.has_shortcut
-    assert all(v is not None and v < 0.8 for v in result.per_class_auc.values())
+    assert all(v is not None and v < 0.8 for v in result.per_class_roc_auc.values())
     assert "No shortcut found" in result.banner_markdown()
 
 
@@ -158,5 +158,5 @@ def test_tiny_input_reports_none_not_crash():
     ).reindex(columns=[*CATEGORICAL_FEATURES, *NUMERIC_FEATURES])
     result = shortcut_audit(samples, features, classes=["NORMAL", "MALIGNANT"])
     assert isinstance(result, AuditResult)
-    assert result.per_class_auc == {"NORMAL": None, "MALIGNANT": None}
+    assert result.per_class_roc_auc == {"NORMAL": None, "MALIGNANT": None}
     assert result.to_dict()["has_shortcut"] is False

@@ -12,8 +12,9 @@ import pytest
 
 from mammo_utils.classes import scheme_classes
 from mammo_utils.cli import main
-from mammo_utils.comparison import write_comparison
+from mammo_utils.comparison import TABLE_METRICS, write_comparison
 from mammo_utils.evaluate import evaluate_model, find_model_dirs
+from mammo_utils.metrics import BOOTSTRAP_METRICS
 
 SIZE = 16
 FIGURES = {"confusion_matrix", "roc", "precision_recall", "reliability", "mistakes",
@@ -109,13 +110,31 @@ def test_comparison_table(processed_dir, models_dir, tmp_path):
                        make_figures=False, progress=False)
     table = write_comparison(tmp_path / "metrics")
     assert sorted(table["model"]) == ["tiny_a", "tiny_b"]
-    assert {"accuracy_lower", "malignant_auc_upper", "parameter_count", "training_time_s",
+    assert {"accuracy_lower", "malignant_roc_auc_upper", "parameter_count", "training_time_s",
             "inference_images_per_s"} <= set(table.columns)
+    # One name per metric: every table column is the metrics.json key it shows.
+    metrics = json.loads((tmp_path / "metrics" / "tiny_a" / "metrics.json").read_text())
+    row = table.set_index("model").loc["tiny_a"]
+    for name in TABLE_METRICS:
+        assert row[name] == pytest.approx(metrics[name], nan_ok=True), name
+    for name in BOOTSTRAP_METRICS:
+        interval = metrics["bootstrap"]["intervals"][name]
+        assert row[f"{name}_lower"] == pytest.approx(interval["lower"]), name
     assert (table["training_time_s"] == 1.5).all()
     markdown = (tmp_path / "metrics" / "comparison.md").read_text()
     assert markdown.count("\n") == 4  # header, rule, two models
     assert "tiny_a" in markdown and "[" in markdown
+    assert all(name in markdown.splitlines()[0] for name in TABLE_METRICS)
     assert pd.read_csv(tmp_path / "metrics" / "comparison.csv").shape[0] == 2
+
+
+def test_comparison_refuses_a_stale_metrics_file(tmp_path):
+    stale = tmp_path / "old_model" / "metrics.json"
+    stale.parent.mkdir()
+    stale.write_text(json.dumps({"n_images": 4, "n_patients": 2, "accuracy": 0.5,
+                                 "malignant_vs_rest_auc": 0.7, "bootstrap": {"intervals": {}}}))
+    with pytest.raises(ValueError, match=r"old_model.metrics\.json: no macro_f1, .*again"):
+        write_comparison(tmp_path)
 
 
 def test_find_model_dirs_names_missing(models_dir):

@@ -58,8 +58,9 @@ def project(tmp_path) -> Path:
               "ws = Workspace(project_dir, run_name)\n"
               "ws.metrics_dir.mkdir(parents=True, exist_ok=True)\n"
               "(ws.metrics_dir / 'comparison.csv').write_text("
-              "'model,accuracy,accuracy_lower,accuracy_upper,malignant_auc\\n"
-              "cnn,0.75,0.6,0.9,0.8125\\n')")
+              "'model,accuracy,accuracy_lower,accuracy_upper,malignant_roc_auc,"
+              "malignant_roc_auc_lower,malignant_roc_auc_upper,ece\\n"
+              "cnn,0.75,0.6,0.9,0.8125,,,0.1\\n')")
     _notebook(nb_dir / "03_third.ipynb", "project_dir = '..'",
               LOG.format(name="03", params="dict(project_dir=project_dir)"))
     return tmp_path
@@ -107,7 +108,9 @@ def test_index_lists_runs_with_headline_numbers(project):
     (project / "reports" / "empty").mkdir()
     page = write_index(project / "reports").read_text()
     assert "run4" in page and "empty" not in page
-    assert "malignant AUC 0.812" in page and "accuracy 0.750 [0.600, 0.900]" in page
+    assert "accuracy 0.750 [0.600, 0.900]" in page
+    assert "malignant_roc_auc 0.812," not in page and "malignant_roc_auc 0.812</li>" in page
+    assert "ece 0.1" not in page  # no interval: not a headline number
     assert 'href="run4/01_first.html"' in page
     assert "not clinical results" in page
 

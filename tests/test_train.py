@@ -22,7 +22,7 @@ from mammo_utils.model_card import (
     ModelDirectoryError,
     load_model_dir,
 )
-from mammo_utils.train import macro_roc_auc, train
+from mammo_utils.train import _compile, _validation_metrics, train
 
 
 @pytest.mark.slow
@@ -206,11 +206,23 @@ def test_card_json_round_trip_and_unknown_fields():
         ModelCard.from_json({**json.loads(card.to_json()), "colour": "red"})
 
 
-def test_macro_roc_auc_skips_classes_without_positives():
-    labels = np.array([0, 0, 1, 1])
-    probabilities = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0], [0.6, 0.4, 0.0]])
-    macro, per_class = macro_roc_auc(labels, probabilities)
-    assert per_class == {0: 1.0, 1: 1.0} and macro == 1.0
+def test_validation_roc_auc_is_none_where_undefined():
+    """A validation split of one class has no ROC-AUC: the card says None (JSON null), as
+    metrics.json does, not NaN (which is not JSON)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    _compile(model, 1e-3, 3)
+    labels = np.zeros(6, dtype=int)
+    features = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    val_data = tf.data.Dataset.from_tensor_slices((features, labels)).batch(3)
+    metrics = _validation_metrics(model, val_data, labels, ("NORMAL", "BENIGN", "MALIGNANT"))
+    assert metrics["macro_roc_auc"] is None
+    assert metrics["roc_auc_per_class"] == {"NORMAL": None, "BENIGN": None, "MALIGNANT": None}
+    json.dumps(metrics, allow_nan=False)
 
 
 def test_cli_architectures_match_models():

@@ -20,25 +20,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="run report folder; writes metrics/<model>/ and figures/<model>/")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bootstrap", type=int, default=1000,
-                        help="patient-level bootstrap replicates for the 95%% intervals")
+                        help="patient-level bootstrap replicates for the intervals")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
 
 def run(args: argparse.Namespace) -> int:
     from mammo_utils.evaluate import evaluate_model
+    from mammo_utils.metrics import BOOTSTRAP_METRICS
 
     result = evaluate_model(
         args.model, args.data, args.split, args.out, batch_size=args.batch_size,
         n_bootstrap=args.bootstrap, seed=args.seed, make_figures=not args.no_figures,
     )
     m = result.metrics
-    numbers = {
-        "accuracy": m["accuracy"],
-        "macro AUC": m["macro"]["roc_auc"],
-        "malignant AUC": m["malignant_vs_rest_auc"],
-    }
-    shown = ", ".join(f"{k} {'n/a' if v is None else f'{v:.3f}'}" for k, v in numbers.items())
+    shown = ", ".join(
+        f"{name} {'n/a' if m[name] is None else f'{m[name]:.3f}'}" for name in BOOTSTRAP_METRICS
+    )
     print(f"{result.model_name} on {args.split} ({m['n_images']} images, "
           f"{m['n_patients']} patients): {shown}")
     print(f"wrote {result.predictions_path}, {result.metrics_path}, "

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience, tensorboard=args.tensorboard, verbose=1,
     )
     metrics = result.card.validation_metrics
+    auc = metrics["macro_roc_auc"]
     print(f"{result.card.model_name}: best epoch {result.card.best_epoch}, validation "
-          f"accuracy {metrics['accuracy']:.3f}, macro ROC-AUC {metrics['macro_roc_auc']:.3f}")
+          f"accuracy {metrics['accuracy']:.3f}, "
+          f"macro ROC-AUC {'n/a' if auc is None else f'{auc:.3f}'}")
     print(f"wrote {result.model_dir}")
     return 0

@@ -56,6 +56,7 @@ import pandas as pd
 import pydicom
 from PIL import Image
 
+from mammo_utils.ingest import INDEX_FILE, LESIONS_FILE
 from mammo_utils.preprocess import PreprocessConfig, run_preprocess
 from mammo_utils.preprocess.workers import process_chunk, worker_pool
 
@@ -102,10 +103,10 @@ def _index(paths: list[Path], out: Path, dataset: str) -> Path:
         "image_path": [str(path) for path in paths],
     })
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "index.csv", index=False)
+    frame.to_csv(out / INDEX_FILE, index=False)
     pd.DataFrame(columns=["image_id", "abnormality_id", "pathology", "mask_path"]).to_csv(
-        out / "lesions.csv", index=False)
-    return out / "index.csv"
+        out / LESIONS_FILE, index=False)
+    return out / INDEX_FILE
 
 
 def _idle_jiffies() -> int | None:

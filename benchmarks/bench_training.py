@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_utils.classes import CLASSES
+from mammo_utils.preprocess import MANIFEST_FILE
 
 SIZE = 64
 IMAGES = 512
@@ -28,7 +29,7 @@ ARCHITECTURES = ("baseline", "mobilenetv2")
 
 def _write_images(folder: Path, seed: int = 0) -> Path:
     """Textured 16-bit PNGs with a manifest (reused when already there)."""
-    manifest = folder / "manifest.csv"
+    manifest = folder / MANIFEST_FILE
     if manifest.is_file():
         return folder
     rng = np.random.default_rng(seed)

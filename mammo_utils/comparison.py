@@ -16,6 +16,10 @@ import pandas as pd
 
 from mammo_utils.metrics import BOOTSTRAP_METRICS, SENSITIVITY_AT_TARGET
 
+#: The comparison table of a run's metrics folder, as CSV and as Markdown.
+COMPARISON_FILE = "comparison.csv"
+COMPARISON_MARKDOWN_FILE = "comparison.md"
+
 #: The ``metrics.json`` keys the table shows, in order.
 TABLE_METRICS: tuple[str, ...] = (
     *BOOTSTRAP_METRICS,
@@ -105,6 +109,6 @@ def write_comparison(metrics_dir: str | Path) -> pd.DataFrame:
     metrics_dir = Path(metrics_dir)
     table = compare_metrics(metrics_dir)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(metrics_dir / "comparison.csv", index=False)
-    (metrics_dir / "comparison.md").write_text(to_markdown(table))
+    table.to_csv(metrics_dir / COMPARISON_FILE, index=False)
+    (metrics_dir / COMPARISON_MARKDOWN_FILE).write_text(to_markdown(table))
     return table

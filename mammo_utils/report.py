@@ -40,6 +40,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mammo_utils.comparison import COMPARISON_FILE
 from mammo_utils.versions import library_versions
 from mammo_utils.workspace import Workspace
 
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 STATUS_FILE = "status.json"
+VERSIONS_FILE = "versions.json"
 #: Parameters the runner sets itself; a params file cannot override them.
 RUNNER_PARAMETERS: tuple[str, ...] = ("project_dir", "run_name")
 
@@ -235,7 +237,7 @@ def run_report(
     run_dir = workspace.reports_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (run_dir / "versions.json").write_text(json.dumps(library_versions(), indent=2) + "\n")
+    (run_dir / VERSIONS_FILE).write_text(json.dumps(library_versions(), indent=2) + "\n")
 
     runner = {"project_dir": str(project_dir), "run_name": name}
     plan, problems = plan_parameters(notebooks, params, runner)
@@ -273,7 +275,7 @@ def _headline_html(run_dir: Path) -> str:
     """Per-model headline numbers from ``metrics/comparison.csv``, as an HTML list: every
     metric the table gives an interval (``<name>_lower``, ``<name>_upper``), under its
     ``metrics.json`` name."""
-    path = run_dir / "metrics" / "comparison.csv"
+    path = Workspace(run_dir.parents[1], run_dir.name).metrics_dir / COMPARISON_FILE
     if not path.is_file():
         return "<em>no comparison table</em>"
     table = pd.read_csv(path)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammo_utils.ingest import ADAPTERS, IngestResult, combine, ingest
+from mammo_utils.ingest import ADAPTERS, HEADER_CACHE_FILE, IngestResult, combine, ingest
 from mammo_utils.splits import split_summary
 
 NAME = "ingest"
 HELP = "Index CBIS-DDSM, mini-MIAS or an image folder, with patient-level splits."
 ORDER = 20
 
-HEADER_CACHE = "dicom_headers.csv"
 
 
 def _also(text: str) -> tuple[str, Path]:
@@ -81,7 +80,7 @@ def _ingest_all(args: argparse.Namespace) -> IngestResult:
         "test_fraction": args.test_fraction,
         "seed": args.seed,
     }
-    first = _options(args.dataset, args, HEADER_CACHE)
+    first = _options(args.dataset, args, HEADER_CACHE_FILE)
     if args.dataset == "cbis-ddsm":
         first["csv_dir"] = args.csv_dir
     results = [ingest(args.dataset, args.root, **first, **fractions)]

@@ -57,6 +57,15 @@ LESION_COLUMNS: tuple[str, ...] = (
 REJECT_COLUMNS: tuple[str, ...] = ("source", "reason")
 RECONCILIATION_COLUMNS: tuple[str, ...] = ("dataset", "source", "unit", "total", "kept", "rejected")
 
+#: The files :meth:`IngestResult.save` writes into ``data/interim/<dataset>/``; every stage
+#: that reads them takes the names from here.
+INDEX_FILE = "index.csv"
+LESIONS_FILE = "lesions.csv"
+REJECTS_FILE = "rejects.csv"
+RECONCILIATION_FILE = "reconciliation.csv"
+#: Header cache of a DICOM tree (``dicom_index``), kept beside the ingest outputs.
+HEADER_CACHE_FILE = "dicom_headers.csv"
+
 #: Separator of ``abnormality_types`` (e.g. ``calcification|mass``).
 TYPE_SEPARATOR = "|"
 
@@ -146,10 +155,10 @@ class IngestResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tables = {
-            "index.csv": self.index,
-            "lesions.csv": self.lesions,
-            "rejects.csv": self.rejects,
-            "reconciliation.csv": self.reconciliation,
+            INDEX_FILE: self.index,
+            LESIONS_FILE: self.lesions,
+            REJECTS_FILE: self.rejects,
+            RECONCILIATION_FILE: self.reconciliation,
         }
         for name, table in tables.items():
             atomic_write_csv(out / name, table)
@@ -163,10 +172,10 @@ class IngestResult:
         def read(name: str) -> pd.DataFrame:
             return pd.read_csv(out / name, dtype=str, keep_default_na=False)
 
-        reconciliation = read("reconciliation.csv")
+        reconciliation = read(RECONCILIATION_FILE)
         for column in ("total", "kept", "rejected"):
             reconciliation[column] = reconciliation[column].astype(int)
-        return cls(read("index.csv"), read("lesions.csv"), read("rejects.csv"), reconciliation)
+        return cls(read(INDEX_FILE), read(LESIONS_FILE), read(REJECTS_FILE), reconciliation)
 
 
 def with_splits(

@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mammo_utils.files import atomic_write_csv, atomic_write_text, sha256_file
+from mammo_utils.ingest import LESIONS_FILE
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
 from mammo_utils.preprocess.manifest import (
@@ -42,7 +43,10 @@ __all__ = ["PreprocessConfig", "PreprocessResult", "parse_working_size", "run_pr
 INDEX_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "dataset", "split", "label", "image_path",
 )
-CONFIG_NAME = "preprocess_config.json"
+#: The files a run writes into its processed folder; readers take the names from here.
+MANIFEST_FILE = "manifest.csv"
+CONFIG_FILE = "preprocess_config.json"
+REJECTS_FILE = "rejects.csv"
 #: Reason counted for the lesions of an image that was rejected as a whole.
 IMAGE_REJECTED = "image rejected"
 
@@ -110,15 +114,15 @@ def read_index(path: Path) -> pd.DataFrame:
 def _read_lesions(path: Path | None, index_path: Path, task: str) -> pd.DataFrame:
     if task != "roi":
         return pd.DataFrame(columns=["image_id"])
-    path = index_path.parent / "lesions.csv" if path is None else Path(path)
+    path = index_path.parent / LESIONS_FILE if path is None else Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: lesions.csv not found (the roi task needs it)")
+        raise FileNotFoundError(f"{path}: {LESIONS_FILE} not found (the roi task needs it)")
     return pd.read_csv(path, dtype={"image_id": str, "abnormality_id": str, "mask_path": str})
 
 
 def _check_resumable(out_dir: Path, config: PreprocessConfig) -> None:
     """Refuse to mix outputs of different settings in one folder."""
-    path = out_dir / CONFIG_NAME
+    path = out_dir / CONFIG_FILE
     if not path.is_file():
         return
     previous = json.loads(path.read_text(encoding="utf-8"))
@@ -216,7 +220,7 @@ def run_preprocess(
     settings = config.to_json_dict(
         index_sha256=sha256_file(index_path), datasets=sorted(frame["dataset"].unique()),
     )
-    atomic_write_text(out_dir / CONFIG_NAME, json.dumps(settings, indent=2) + "\n")
+    atomic_write_text(out_dir / CONFIG_FILE, json.dumps(settings, indent=2) + "\n")
     remove_partial_files(out_dir)
     store = DoneStore(out_dir)
     records, jobs = _plan(frame, by_image, config, out_dir, store)
@@ -235,8 +239,8 @@ def run_preprocess(
     )
     assert_no_patient_leakage(manifest)
     lesion_counts = _lesion_counts(frame, by_image, ordered, manifest)
-    atomic_write_csv(out_dir / "rejects.csv", rejects)
-    atomic_write_csv(out_dir / "manifest.csv", manifest)
+    atomic_write_csv(out_dir / REJECTS_FILE, rejects)
+    atomic_write_csv(out_dir / MANIFEST_FILE, manifest)
     rejected = sum(record.rejected for record in ordered)
     return PreprocessResult(
         out_dir=out_dir, manifest=manifest, rejects=rejects, images_in=len(ordered),

@@ -3,13 +3,12 @@
 A mammogram holds one breast on a dark background, often with bright burned-in labels
 and film markers that are separate blobs. :func:`breast_mask` keeps the largest bright
 connected component (computed on a block-averaged copy, so a 4500x2800 film costs a few
-milliseconds), :func:`prepare_breast` crops the image to that component and mirrors it
-so the chest wall is at column 0. :func:`fit_to_shape` then pads the crop to an output
-aspect ratio and area-resizes it; the returned :class:`BreastGeometry` maps source
-coordinates (lesion centres, ROI masks) through crop, flip, pad and resize.
-:func:`prepare_and_fit` does all of it without one full-resolution copy: the crop stays
-a view of the source, is shrunk before it is mirrored or padded, and its canvas mask is
-sampled from the small mask.
+milliseconds). :func:`prepare_and_fit` crops the image to that component, mirrors it so
+the chest wall is at column 0, pads it to an output aspect ratio and area-resizes it
+(:func:`fit_to_shape`), all without one full-resolution copy: the crop stays a view of
+the source, is shrunk before it is mirrored or padded, and its canvas mask is sampled
+from the small mask. The returned :class:`BreastGeometry` maps source coordinates
+(lesion centres, ROI masks) through crop, flip, pad and resize.
 
 Every function here is pure: it reads its arguments and returns new arrays.
 """
@@ -28,22 +27,6 @@ MASK_MAX_SIDE = 512
 OPEN_KERNEL = 7
 
 Box = tuple[int, int, int, int]
-
-
-@dataclass(frozen=True)
-class PreparedBreast:
-    """A breast cropped to its mask and mirrored so the chest wall is at column 0.
-
-    ``image`` is the float32 crop, ``box`` the crop ``(x0, y0, x1, y1)`` in source pixels
-    (``x1``/``y1`` exclusive, before any flip), ``flipped`` whether the crop was mirrored
-    left-right, and ``mask`` the boolean breast mask of the crop (same shape as ``image``,
-    flipped with it).
-    """
-
-    image: np.ndarray
-    box: Box
-    flipped: bool
-    mask: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -223,28 +206,6 @@ def _locate(image: np.ndarray, max_side: int) -> _Located:
     return _Located(
         small=small, factor=factor, box=_scale_box(small_box, factor, image.shape),
         flipped=chest_wall_on_right(_crop(small, small_box)),
-    )
-
-
-def prepare_breast(image: np.ndarray, *, max_side: int = MASK_MAX_SIDE) -> PreparedBreast:
-    """Crop a [0, 1] mammogram to its breast and mirror it to the chest wall at column 0.
-
-    The mask is computed on a copy downsampled to ``max_side``; the crop is taken from
-    the full-resolution image. Raises ``ValueError`` when no breast is found. To go on
-    to a fixed output shape, :func:`prepare_and_fit` is faster: it never copies the
-    full-resolution crop.
-    """
-    located = _locate(image, max_side)
-    x0, y0, x1, y1 = located.box
-    crop = _crop(image, located.box)
-    mask = _sample_mask(
-        located.small, located.factor, np.arange(y0, y1) + 0.5, np.arange(x0, x1) + 0.5
-    )
-    if located.flipped:
-        crop, mask = crop[:, ::-1], mask[:, ::-1]
-    return PreparedBreast(
-        image=np.ascontiguousarray(crop, dtype=np.float32), box=located.box,
-        flipped=located.flipped, mask=np.ascontiguousarray(mask),
     )
 
 

@@ -76,11 +76,6 @@ def map_label(label: str, scheme: str = "four_class") -> str:
     return mapping[label]
 
 
-def label_index(label: str, scheme: str = "four_class") -> int:
-    """Output index of a canonical class name under ``scheme``."""
-    return scheme_classes(scheme).index(map_label(label, scheme))
-
-
 def normalize_label(text: str) -> str:
     """Match free text (a folder name, a CSV cell) to a canonical class.
 

@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 STATUS_FILE = "status.json"
 VERSIONS_FILE = "versions.json"
-#: Parameters the runner sets itself; a params file cannot override them.
-RUNNER_PARAMETERS: tuple[str, ...] = ("project_dir", "run_name")
 
 _SOURCES: dict[str, str] = {
     "synthetic": (

@@ -13,17 +13,16 @@ from mammo_utils.breast import (
     extract_patch,
     fit_to_shape,
     prepare_and_fit,
-    prepare_breast,
 )
 
 
 def test_crop_drops_burned_in_label():
     image = make_breast((640, 512))  # label at rows 20-60, columns 402-492
-    prepared = prepare_breast(image)
-    x0, y0, x1, y1 = prepared.box
+    canvas, _, geometry = prepare_and_fit(image, (640, 512))
+    x0, y0, x1, y1 = geometry.box
     assert x1 < 402, "the crop reaches the label's columns"
-    assert prepared.image.max() < 0.95, "the bright label survived the crop"
-    assert not prepared.flipped
+    assert canvas.max() < 0.95, "the bright label survived the crop"
+    assert not geometry.flipped
     assert breast_mask(image)[40, 450] == np.False_
 
 
@@ -37,7 +36,7 @@ def test_mask_covers_breast_and_fills_holes():
 
 def test_empty_image_has_no_breast():
     with pytest.raises(ValueError, match="no breast tissue"):
-        prepare_breast(np.zeros((100, 80), dtype=np.float32))
+        prepare_and_fit(np.zeros((100, 80), dtype=np.float32), (50, 40))
 
 
 def test_crop_box_of_mask():
@@ -49,14 +48,17 @@ def test_crop_box_of_mask():
 def test_flip_is_canonical_and_mirror_equal():
     left = make_breast((1024, 640))
     right = left[:, ::-1].copy()
-    a, b = prepare_breast(left), prepare_breast(right)
-    assert (a.flipped, b.flipped) == (False, True)
-    for prepared in (a, b):
-        column_area = prepared.mask.sum(axis=0)
+    (a, a_mask, a_geometry), (b, b_mask, b_geometry) = (
+        prepare_and_fit(side, (512, 320)) for side in (left, right)
+    )
+    assert (a_geometry.flipped, b_geometry.flipped) == (False, True)
+    for mask in (a_mask, b_mask):
+        column_area = mask.sum(axis=0)
         assert column_area[0] > column_area[-1], "chest wall is not at column 0"
-    np.testing.assert_array_equal(a.image, b.image)
-    np.testing.assert_array_equal(a.mask, b.mask)
-    assert b.box == (640 - a.box[2], a.box[1], 640 - a.box[0], a.box[3])
+    np.testing.assert_allclose(a, b, atol=1e-6)  # resampled before the mirror: float rounding
+    np.testing.assert_array_equal(a_mask, b_mask)
+    box = a_geometry.box
+    assert b_geometry.box == (640 - box[2], box[1], 640 - box[0], box[3])
 
 
 @pytest.mark.parametrize("mirrored", [False, True])
@@ -115,17 +117,22 @@ def test_large_reduction_matches_one_area_resize():
 
 
 @pytest.mark.parametrize("mirrored", [False, True])
-def test_prepare_and_fit_agrees_with_prepare_breast(mirrored):
+def test_prepare_and_fit_agrees_with_a_full_resolution_crop(mirrored):
+    """The copy-free path equals cropping and mirroring at full resolution, then fitting."""
     image = make_breast((1200, 900), seed=3)
     if mirrored:
         image = np.ascontiguousarray(image[:, ::-1])
     canvas, mask, geometry = prepare_and_fit(image, (300, 240))
-    prepared = prepare_breast(image)
-    reference, pad_top, scale = fit_to_shape(prepared.image, (300, 240))
+    assert geometry.flipped == mirrored
+    x0, y0, x1, y1 = geometry.box
+    crop, crop_mask = image[y0:y1, x0:x1], breast_mask(image)[y0:y1, x0:x1]
+    if geometry.flipped:
+        crop, crop_mask = crop[:, ::-1], crop_mask[:, ::-1]
+    reference, pad_top, scale = fit_to_shape(np.ascontiguousarray(crop), (300, 240))
     reference_mask, _, _ = fit_to_shape(
-        prepared.mask.astype(np.uint8), (300, 240), interpolation=cv2.INTER_NEAREST_EXACT
+        np.ascontiguousarray(crop_mask, dtype=np.uint8), (300, 240),
+        interpolation=cv2.INTER_NEAREST_EXACT,
     )
-    assert (geometry.box, geometry.flipped) == (prepared.box, prepared.flipped)
     assert (geometry.pad_top, geometry.scale) == (pad_top, scale)
     assert np.abs(canvas - reference).mean() < 0.01
     overlap = (mask & (reference_mask > 0)).sum() / (mask | (reference_mask > 0)).sum()

@@ -349,8 +349,8 @@ def test_the_most_suspicious_patch_decides_even_when_it_is_most_probably_normal(
         [0.30, 0.35, 0.35, 0.00],  # argmax non-normal, but less suspicious ...
         [0.50, 0.00, 0.05, 0.45],  # ... than this one, which is still most probably normal
     ])
-    assert roi.decisive_patch(patches) == 2
-    assert roi.verdict(patches[2]) == ("NORMAL", 0.5, None)
+    assert roi.rule.decisive_patch(patches) == 2
+    assert roi.rule.decide(patches[2]) == ("NORMAL", 0.5, None)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -9,7 +9,7 @@ import pytest
 from fixtures_training import PERMUTED_CLASSES
 
 from mammo_utils import pipeline
-from mammo_utils.classes import label_index
+from mammo_utils.classes import map_label, scheme_classes
 
 
 def _images_and_labels(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,8 @@ def test_eval_split_keeps_manifest_order_and_scheme_labels(known_answer_roi_data
     )
     assert images.shape == (len(rows), 32, 32, 1)
     assert 0.0 <= images.min() and images.max() <= 1.0
-    assert labels.tolist() == [label_index(label, scheme) for label in rows["label"]]
+    order = scheme_classes(scheme)
+    assert labels.tolist() == [order.index(map_label(label, scheme)) for label in rows["label"]]
     first = pipeline.decode_png(rows["path"][0], 32).numpy()
     np.testing.assert_array_equal(images[0], first)  # no augmentation outside training
 

@@ -32,7 +32,7 @@ from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
 from mammo_utils.inference.gradcam import GradCam, grad_cam_function
 from mammo_utils.inference.scan import PatchScan, scan_patches
 from mammo_utils.inference.sources import Source, load_source
-from mammo_utils.inference.verdict import Verdict, VerdictRule
+from mammo_utils.inference.verdict import VerdictRule
 from mammo_utils.reader import ImageReadError
 
 INPUT_KINDS: tuple[str, ...] = ("auto", "mammogram", "crop")
@@ -185,18 +185,6 @@ class Classifier:
         canvas, mask, geometry = prepare_and_fit(image, self.canvas_shape)
         return as_trained(canvas), mask, geometry
 
-    def verdict(
-        self, probabilities: np.ndarray, shortfall: str = "the image did not reach"
-    ) -> Verdict:
-        """The label, its confidence and an optional threshold warning for one
-        probability vector (:meth:`~mammo_utils.inference.verdict.VerdictRule.decide`)."""
-        return self.rule.decide(probabilities, shortfall)
-
-    def decisive_patch(self, patch_probabilities: np.ndarray) -> int:
-        """Row of the most suspicious patch in a ``[patches, classes]`` table
-        (:meth:`~mammo_utils.inference.verdict.VerdictRule.decisive_patch`)."""
-        return self.rule.decisive_patch(patch_probabilities)
-
     def scan(self, canvas: np.ndarray, mask: np.ndarray | None = None) -> PatchScan:
         """The patch scan of a canvas from :meth:`fit_canvas` with this model, at its
         ``stride``, skipping patches with less than ``min_tissue`` of ``mask``."""
@@ -280,7 +268,7 @@ class Classifier:
         warnings: list[str], shortfall: str = "the image did not reach",
     ) -> dict:
         """The prediction fields for one deciding probability vector (see :meth:`verdict`)."""
-        label, confidence, warning = self.verdict(probabilities, shortfall)
+        label, confidence, warning = self.rule.decide(probabilities, shortfall)
         if warning:
             warnings.append(warning)
         return {

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from mammo_utils.cli import main
+from mammo_utils.provenance import data_source_text
 from mammo_utils.report import (
     ReportError,
-    data_source_text,
     load_params,
     run_report,
     write_index,

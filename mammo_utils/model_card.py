@@ -3,10 +3,12 @@
 A model directory holds ``model.keras``, ``model_card.json`` and ``history.csv``. The card
 is the only source of the class order (output unit ``i`` is ``classes[i]``), the input
 size and the preprocessing a model expects. The order is the label scheme's by default;
-a model may be trained on any permutation of it (``train(..., class_order=...)``), so
-nothing downstream may assume the scheme's order. :func:`load_model_dir` refuses a directory
-whose card is missing, malformed or disagrees with the saved model, so a model can never
-be read with the wrong labels.
+a model may be trained on any permutation of it (``TrainingConfig(class_order=...)``), so
+nothing downstream may assume the scheme's order. The ``training`` section holds the
+model's :class:`~mammo_utils.training_config.TrainingConfig` with what happened at run
+time; :meth:`ModelCard.training_config` rebuilds the config from it.
+:func:`load_model_dir` refuses a directory whose card is missing, malformed or disagrees
+with the saved model, so a model can never be read with the wrong labels.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from mammo_utils.classes import LABEL_SCHEMES, check_class_order
 from mammo_utils.files import atomic_write_text
+from mammo_utils.training_config import TrainingConfig
 from mammo_utils.versions import library_versions
 
 MODEL_FILE = "model.keras"
@@ -66,6 +69,19 @@ class ModelCard:
         check_class_order(self.classes, self.label_scheme)
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+
+    def training_config(self) -> TrainingConfig:
+        """The settings the model was trained with, from the ``training`` section (which
+        also holds run-time facts: epochs run, stages, strategy, time). ``ValueError``
+        when a setting is missing, as in a card written before settings were recorded."""
+        names = [spec.name for spec in fields(TrainingConfig)]
+        missing = [name for name in names if name not in self.training]
+        if missing:
+            raise ValueError(
+                f"model card of {self.model_name!r} does not record the training "
+                f"setting(s) {', '.join(missing)}"
+            )
+        return TrainingConfig(**{name: self.training[name] for name in names})
 
     def to_json(self) -> str:
         """The card as indented JSON (keys in field order)."""

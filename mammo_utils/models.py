@@ -23,8 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-#: Architectures :func:`build_model` knows, baseline first.
-ARCHITECTURES: tuple[str, ...] = ("baseline", "vgg16", "resnet50", "mobilenetv2", "densenet121")
+from mammo_utils.training_config import ARCHITECTURES
 
 #: Name of the nested backbone model inside a transfer-learning model.
 BACKBONE_LAYER = "backbone"
@@ -131,9 +130,13 @@ def _conv_block(x, filters: int, index: int, dropout: float, l2: float):
     return keras.layers.Dropout(dropout / 2, name=f"block{index}_dropout")(x)
 
 
-def _baseline(inputs, num_classes: int, dropout: float, l2: float, filters: tuple[int, ...]):
+#: Filters of the baseline's convolution blocks.
+_BASELINE_FILTERS: tuple[int, ...] = (32, 64, 128)
+
+
+def _baseline(inputs, num_classes: int, dropout: float, l2: float):
     x = inputs
-    for index, width in enumerate(filters, start=1):
+    for index, width in enumerate(_BASELINE_FILTERS, start=1):
         x = _conv_block(x, width, index, dropout, l2)
     # Max, not average: a lesion may fill a small part of the patch, and averaging over
     # the whole patch dilutes it (on the synthetic known answer, max pooling reached a
@@ -216,14 +219,12 @@ def build_model(
     weights: str | Path = "none",
     dropout: float = 0.3,
     l2: float = 1e-4,
-    baseline_filters: tuple[int, ...] = (32, 64, 128),
 ) -> keras.Model:
     """A classifier taking ``[batch, image_size, image_size, 1]`` in [0, 1].
 
     ``weights`` applies to backbones: ``"none"`` (random), ``"imagenet"`` (Keras cache or
     download; fails fast offline) or the path of a backbone weights file (a Keras
     ``*_notop.h5`` or a ``.weights.h5`` from :func:`save_backbone_weights`).
-    ``baseline_filters`` sets the width of each baseline block (3 or 4 blocks).
     """
     if architecture not in ARCHITECTURES:
         raise ValueError(
@@ -235,7 +236,7 @@ def build_model(
     if architecture == "baseline":
         if weights not in ("none", None):
             raise ValueError("the baseline CNN has no pretrained weights; use weights='none'")
-        outputs = _baseline(inputs, num_classes, dropout, l2, baseline_filters)
+        outputs = _baseline(inputs, num_classes, dropout, l2)
     else:
         outputs = _transfer(inputs, architecture, num_classes, image_size, weights, dropout, l2)
     return keras.Model(inputs, outputs, name=architecture)

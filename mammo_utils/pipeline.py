@@ -8,9 +8,14 @@ where the label is the output index under a label scheme: by default in
 ``classes`` (the order a model card records). Units are kept for classes absent from
 the data.
 
-Training batches are augmented (rotation, flips, zoom, brightness, contrast) with
-stateless random ops whose seeds come from one seeded stream, shuffled with a seed and
-repeated without end, so the same seed gives the same batches. Class imbalance is
+Training batches are shuffled with a seed, repeated without end and augmented
+(rotation, flips, zoom, brightness, contrast) by stateless random ops. The augmentation
+of an example is a function of the seed, the pass over the data and the example's row
+alone, so it does not depend on the shuffle order, on TensorFlow's global seed or on how
+many pipelines were made before (oversampled, where a row may come twice in a pass, of
+the seed, the draw and the row). Every ``map`` keeps its input order however many
+threads run it. The shuffle order depends on the seed and on TensorFlow's global seed,
+which :func:`mammo_utils.train.train` sets from the same seed first. Class imbalance is
 handled by class weights (default, :func:`class_weights`) or by oversampling.
 """
 
@@ -27,10 +32,10 @@ import pandas as pd
 import tensorflow as tf
 
 from mammo_utils.classes import check_class_order, map_label, scheme_classes
+from mammo_utils.training_config import BALANCE_MODES
 
 MANIFEST_NAME = "manifest.csv"
 CONFIG_NAME = "preprocess_config.json"
-BALANCE_MODES: tuple[str, ...] = ("class_weight", "oversample", "none")
 
 _REQUIRED_COLUMNS = ("path", "split", "label")
 _PNG_MAX = 65535.0
@@ -151,6 +156,12 @@ class Augmentation:
     brightness: float = 0.1
     contrast: float = 0.2
 
+    @classmethod
+    def none(cls) -> Augmentation:
+        """No change at all: every image passes through as it is."""
+        return cls(rotation_degrees=0.0, zoom=0.0, horizontal_flip=False,
+                   vertical_flip=False, brightness=0.0, contrast=0.0)
+
     def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Augment one ``[h, w, 1]`` image; ``seed`` is an int64 pair (stateless ops)."""
         seeds = tf.random.experimental.stateless_split(seed, num=6)
@@ -158,7 +169,8 @@ class Augmentation:
             image = tf.image.stateless_random_flip_left_right(image, seeds[0])
         if self.vertical_flip:
             image = tf.image.stateless_random_flip_up_down(image, seeds[1])
-        image = self._rotate_and_zoom(image, seeds[2], seeds[3])
+        if self.rotation_degrees or self.zoom:
+            image = self._rotate_and_zoom(image, seeds[2], seeds[3])
         if self.brightness:
             image = tf.image.stateless_random_brightness(image, self.brightness, seeds[4])
         if self.contrast:
@@ -192,17 +204,21 @@ class Augmentation:
         return warped[0]
 
 
-def _decoded(rows: pd.DataFrame, labels: np.ndarray, image_size: int, cache: bool | str):
+def _decoded(rows: pd.DataFrame, labels: np.ndarray, image_size: int, cache: bool):
     dataset = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(str), labels))
     dataset = dataset.map(
         lambda path, label: (decode_png(path, image_size), label),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
-    if cache is True:
-        return dataset.cache()
-    if cache:
-        return dataset.cache(str(cache))
-    return dataset
+    return dataset.cache() if cache else dataset
+
+
+def _augmentation_seed(seed: int, round_number: tf.Tensor, row: tf.Tensor,
+                       n_rows: int) -> tf.Tensor:
+    """The stateless seed (an int64 pair) that augments manifest row ``row`` of a split of
+    ``n_rows`` in round ``round_number`` (a pass, or a draw): one pair per round and row,
+    a function of these numbers alone."""
+    return tf.stack([tf.constant(seed, tf.int64), round_number * n_rows + row])
 
 
 def make_dataset(
@@ -217,19 +233,19 @@ def make_dataset(
     augmentation: Augmentation | None = None,
     balance: str = "class_weight",
     seed: int = 0,
-    cache: bool | str = True,
+    cache: bool = True,
 ) -> tf.data.Dataset:
     """Batches of one split as ``(images, labels)``.
 
     Labels are output indices under ``label_scheme`` in the order ``classes`` (default:
     the scheme's; pass a model card's ``classes`` to match its output units).
-    ``training`` (default: ``split == "train"``) turns on augmentation, seeded shuffling
-    and endless repetition (pass ``steps_per_epoch`` to ``fit``, see
-    :func:`steps_per_epoch`); otherwise the split is read once, in manifest order, so
-    predictions line up with :meth:`Manifest.split`. ``balance="oversample"`` draws
-    every present class equally often (training only); with ``"class_weight"`` pass
-    :func:`class_weights` to ``fit``. ``cache``: True keeps decoded images in memory, a
-    path caches them on disk, False decodes every time.
+    ``training`` (default: ``split == "train"``) turns on augmentation (default:
+    :class:`Augmentation`; :meth:`Augmentation.none` for none), seeded shuffling and
+    endless repetition (pass ``steps_per_epoch`` to ``fit``, see :func:`steps_per_epoch`);
+    otherwise the split is read once, in manifest order, so predictions line up with
+    :meth:`Manifest.split`. ``balance="oversample"`` draws every present class equally
+    often (training only); with ``"class_weight"`` pass :func:`class_weights` to ``fit``.
+    ``cache`` keeps decoded images in memory (False decodes them every time).
     """
     if balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {', '.join(BALANCE_MODES)}, got {balance!r}")
@@ -242,25 +258,39 @@ def make_dataset(
     if not training:
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+    # Each example carries its manifest row, and a running count of the draws gives the
+    # round: the pass over the split (each row comes once per len(rows) draws), or when
+    # oversampling, where a row may come twice in a pass, the draw itself.
+    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.range(len(rows)))
     if balance == "oversample":
         dataset = _oversampled(dataset, labels, seed)
+        draws_per_round = tf.constant(1, tf.int64)
     else:
         dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
+        draws_per_round = tf.constant(len(rows), tf.int64)
     augment = augmentation or Augmentation()
-    element_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    dataset = tf.data.Dataset.zip(dataset, element_seeds).map(
-        lambda example, pair: (augment(example[0], pair), example[1]),
-        num_parallel_calls=tf.data.AUTOTUNE,
+
+    def augmented(example, row, drawn):
+        image, label = example
+        round_number = drawn // draws_per_round
+        return augment(image, _augmentation_seed(seed, round_number, row, len(rows))), label
+
+    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter()).map(
+        lambda pair, drawn: augmented(*pair, drawn),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _oversampled(dataset: tf.data.Dataset, labels: np.ndarray, seed: int) -> tf.data.Dataset:
-    """An endless stream drawing each present class with equal probability."""
+    """An endless stream drawing each present class with equal probability (the elements
+    are ``((image, label), row)``)."""
     per_class = []
     for index in np.unique(labels):
         count = int(np.count_nonzero(labels == index))
-        subset = dataset.filter(lambda _image, label, index=index: tf.equal(label, index))
+        subset = dataset.filter(
+            lambda example, _row, index=index: tf.equal(example[1], index)
+        )
         per_class.append(
             subset.shuffle(count, seed=seed + int(index), reshuffle_each_iteration=True).repeat()
         )

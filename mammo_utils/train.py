@@ -1,15 +1,22 @@
 """Train one model on a processed data set and write its model directory.
 
 :func:`train` reads ``manifest.csv`` and ``preprocess_config.json`` from a processed
-folder, builds the tf.data pipelines and the model, trains with early stopping,
-learning-rate reduction, checkpointing and a CSV log, and writes ``model.keras``,
-``model_card.json`` and ``history.csv``. Backbones train in two stages: the new head on
-a frozen backbone, then the top of the backbone at a lower learning rate. The best
-weights over both stages (lowest validation loss) are the ones saved.
+folder and trains as a :class:`~mammo_utils.training_config.TrainingConfig` says: it
+builds the tf.data pipelines and the model under one distribution strategy, trains with
+early stopping, learning-rate reduction, checkpointing and a CSV log, and writes
+``model.keras``, ``model_card.json`` and ``history.csv``. Backbones with pretrained
+weights train in two stages: the new head on a frozen backbone, then the top of the
+backbone at a lower learning rate. The best weights over both stages (lowest validation
+loss) are the ones saved.
 
-The output order is the label scheme's unless ``class_order`` names a permutation of it;
-either way the card's ``classes`` records it, and everything that reads a model (evaluate,
-inference) takes the order from there.
+One seed gives one model: Python, NumPy, TensorFlow and Keras are seeded, TensorFlow's
+ops run deterministically, and the input pipeline is a function of the seed (see
+:mod:`mammo_utils.pipeline`), so two runs of one configuration on one machine write
+the same weights, history and validation metrics.
+
+The output order is the label scheme's unless the config's ``class_order`` names a
+permutation of it; either way the card's ``classes`` records it, and everything that
+reads a model (evaluate, inference) takes the order from there.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import hashlib
 import logging
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,8 @@ from mammo_utils import models, pipeline
 from mammo_utils.files import sha256_file
 from mammo_utils.metrics import macro_roc_auc, one_vs_rest_roc_auc
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
+from mammo_utils.splits import assert_no_patient_leakage
+from mammo_utils.training_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +91,11 @@ def choose_strategy() -> tf.distribute.Strategy:
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and TensorFlow; make TensorFlow ops deterministic if asked."""
+    """Seed Python, NumPy, TensorFlow and Keras; make TensorFlow's ops deterministic if
+    asked (process-wide: TensorFlow offers no public way to switch it off again)."""
     keras.utils.set_random_seed(seed)
     if deterministic:
-        try:
-            tf.config.experimental.enable_op_determinism()
-        except (RuntimeError, ValueError) as exc:  # unsupported on some builds/devices
-            logger.warning("op determinism unavailable: %s", exc)
-
-
-def _check_leakage(frame: pd.DataFrame) -> None:
-    """Refuse a manifest where a patient spans splits (when the splits stage exists)."""
-    try:
-        from mammo_utils.splits import assert_no_patient_leakage
-    except ImportError:
-        logger.warning("mammo_utils.splits is not available; patient leakage not checked")
-        return
-    assert_no_patient_leakage(frame)
+        tf.config.experimental.enable_op_determinism()
 
 
 def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None:
@@ -110,18 +106,20 @@ def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None
     )
 
 
-def _callbacks(out_dir: Path, patience: int, checkpoint, tensorboard: bool) -> list:
+def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint) -> list:
+    """Early stopping and learning-rate halving on validation loss, the shared best-weights
+    checkpoint, the CSV log (appended across stages) and, if asked, TensorBoard."""
     callbacks = [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
         ),
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-7
+            monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2), min_lr=1e-7
         ),
         checkpoint,
         keras.callbacks.CSVLogger(str(out_dir / HISTORY_FILE), append=True),
     ]
-    if tensorboard:
+    if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")))
     return callbacks
 
@@ -143,78 +141,52 @@ def _validation_metrics(model: keras.Model, val_data: tf.data.Dataset, labels: n
     }
 
 
-def train(
-    data_dir: str | Path,
-    architecture: str = "baseline",
-    weights: str | Path = "none",
-    epochs: int = 20,
-    batch_size: int = 32,
-    out_dir: str | Path = "models/default/baseline",
-    *,
-    label_scheme: str = "four_class",
-    class_order: Sequence[str] | None = None,
-    seed: int = 0,
-    learning_rate: float = 1e-3,
-    fine_tune_epochs: int = 0,
-    fine_tune_learning_rate: float = 1e-5,
-    fine_tune_fraction: float = 0.3,
-    balance: str = "class_weight",
-    augment: bool = True,
-    patience: int = 5,
-    dropout: float = 0.3,
-    l2: float = 1e-4,
-    tensorboard: bool = False,
-    deterministic: bool = True,
-    verbose: int = 1,
-    model_name: str | None = None,
-) -> TrainResult:
-    """Train ``architecture`` on the processed folder ``data_dir``; write ``out_dir``.
+def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
+          model_name: str | None = None, verbose: int = 1) -> TrainResult:
+    """Train as ``config`` says on the processed folder ``data_dir``; write ``out_dir``.
 
-    ``epochs`` is the head stage length; a pretrained backbone then fine-tunes for
-    ``fine_tune_epochs`` more at ``fine_tune_learning_rate`` with the top
-    ``fine_tune_fraction`` of the backbone unfrozen. A backbone with ``weights="none"``
-    trains whole, from scratch, for ``epochs + fine_tune_epochs`` in one stage.
-    ``class_order`` sets which output unit is which class: a permutation of the
-    ``label_scheme`` classes (default: the scheme's order); anything else raises
-    ``ValueError`` before training starts. ``balance`` is ``class_weight`` (default),
-    ``oversample`` or ``none``. ``verbose`` is
-    passed to Keras (1: progress bars, 2: one line per epoch).
+    The settings are checked when ``config`` is made; a ``class_order`` that does not
+    fit the data, or a patient in two splits, raises ``ValueError`` before anything is
+    written. ``model_name`` defaults to the folder's name. ``verbose`` is passed to
+    Keras (0: silent, 1: progress bars, 2: one line per epoch).
     """
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
     started = time.perf_counter()
-    classes = pipeline.output_classes(label_scheme, class_order)
-    seed_everything(seed, deterministic)
+    classes = pipeline.output_classes(config.label_scheme, config.class_order)
+    seed_everything(config.seed, config.deterministic)
     manifest = pipeline.load_manifest(data_dir)
-    _check_leakage(manifest.frame)
+    assert_no_patient_leakage(manifest.frame)
     image_size = manifest.image_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / HISTORY_FILE).unlink(missing_ok=True)
 
     train_rows, val_rows = manifest.split("train"), manifest.split("val")
-    common = {"label_scheme": label_scheme, "classes": classes, "batch_size": batch_size,
-              "image_size": image_size, "seed": seed}
+    common = {"label_scheme": config.label_scheme, "classes": classes,
+              "batch_size": config.batch_size, "image_size": image_size, "seed": config.seed}
     train_data = pipeline.make_dataset(
-        manifest, "train", balance=balance, training=True,
-        augmentation=None if augment else pipeline.Augmentation(0, 0, False, False, 0, 0),
+        manifest, "train", balance=config.balance, training=True,
+        augmentation=pipeline.Augmentation() if config.augment else pipeline.Augmentation.none(),
         **common,
     )
     val_data = pipeline.make_dataset(manifest, "val", training=False, **common)
-    val_labels = pipeline.encode_labels(val_rows["label"], label_scheme, classes)
+    val_labels = pipeline.encode_labels(val_rows["label"], config.label_scheme, classes)
     weights_by_class = (
-        pipeline.class_weights(train_rows["label"], label_scheme, classes)
-        if balance == "class_weight" else None
+        pipeline.class_weights(train_rows["label"], config.label_scheme, classes)
+        if config.balance == "class_weight" else None
     )
-    steps = pipeline.steps_per_epoch(manifest, "train", batch_size)
+    steps = pipeline.steps_per_epoch(manifest, "train", config.batch_size)
 
-    with choose_strategy().scope():
-        model = models.build_model(
-            architecture, len(classes), image_size, weights=weights, dropout=dropout, l2=l2
-        )
-        has_backbone = models.backbone_of(model) is not None
-        pretrained = has_backbone and weights not in ("none", None)
-        if has_backbone:
-            models.set_backbone_trainable(model, "head" if pretrained else "full")
-        _compile(model, learning_rate, len(classes))
+    # One strategy for the whole run: both stages build and compile under it, and the
+    # card records it.
+    strategy = choose_strategy()
+    with strategy.scope():
+        model = models.build_model(config.architecture, len(classes), image_size,
+                                   weights=config.weights, dropout=config.dropout, l2=config.l2)
+        if models.backbone_of(model) is not None:
+            models.set_backbone_trainable(model, "head" if config.pretrained else "full")
+        _compile(model, config.learning_rate, len(classes))
 
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(out_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
@@ -223,16 +195,17 @@ def train(
     fit = {"x": train_data, "validation_data": val_data, "steps_per_epoch": steps,
            "class_weight": weights_by_class, "shuffle": False, "verbose": verbose}
     # From scratch there is nothing to protect: one stage trains everything for all epochs.
-    first_stage_epochs = epochs if pretrained or not has_backbone else epochs + fine_tune_epochs
-    model.fit(epochs=first_stage_epochs,
-              callbacks=_callbacks(out_dir, patience, checkpoint, tensorboard), **fit)
-    if pretrained and fine_tune_epochs > 0:
+    first_stage_epochs = (config.epochs if config.pretrained
+                          else config.epochs + config.fine_tune_epochs)
+    model.fit(epochs=first_stage_epochs, callbacks=_callbacks(out_dir, config, checkpoint),
+              **fit)
+    if config.pretrained and config.fine_tune_epochs > 0:
         done = len(pd.read_csv(out_dir / HISTORY_FILE))
-        with choose_strategy().scope():
-            models.set_backbone_trainable(model, "finetune", fine_tune_fraction)
-            _compile(model, fine_tune_learning_rate, len(classes))
-        model.fit(epochs=done + fine_tune_epochs, initial_epoch=done,
-                  callbacks=_callbacks(out_dir, patience, checkpoint, tensorboard), **fit)
+        with strategy.scope():
+            models.set_backbone_trainable(model, "finetune", config.fine_tune_fraction)
+            _compile(model, config.fine_tune_learning_rate, len(classes))
+        model.fit(epochs=done + config.fine_tune_epochs, initial_epoch=done,
+                  callbacks=_callbacks(out_dir, config, checkpoint), **fit)
     with warnings.catch_warnings():
         # The checkpoint may hold the other stage's optimizer state; only layers matter here.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -244,9 +217,9 @@ def train(
     model.save(out_dir / MODEL_FILE)
     card = ModelCard(
         model_name=model_name or out_dir.name,
-        architecture=architecture,
+        architecture=config.architecture,
         classes=list(classes),
-        label_scheme=label_scheme,
+        label_scheme=config.label_scheme,
         task=str(manifest.config.get("task", "roi")),
         image_size=image_size,
         working_size=manifest.config.get("working_size"),
@@ -261,25 +234,20 @@ def train(
             },
         },
         training={
-            "epochs": epochs, "fine_tune_epochs": fine_tune_epochs if has_backbone else 0,
-            "stages": ["head", "finetune"] if pretrained else ["full"],
-            "epochs_run": len(history), "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "fine_tune_learning_rate": fine_tune_learning_rate if has_backbone else None,
-            "fine_tune_fraction": fine_tune_fraction if has_backbone else None,
-            "weights": str(weights), "balance": balance, "augment": augment,
+            **config.to_dict(),
+            "stages": ["head", "finetune"] if config.pretrained else ["full"],
+            "epochs_run": len(history),
             "class_weight": (
                 {classes[i]: w for i, w in weights_by_class.items()} if weights_by_class else None
             ),
-            "dropout": dropout, "l2": l2,
-            "patience": patience, "seed": seed, "deterministic": deterministic,
-            "strategy": type(choose_strategy()).__name__,
+            "strategy": type(strategy).__name__,
+            "replicas": int(strategy.num_replicas_in_sync),
             "training_time_s": round(time.perf_counter() - started, 2),
         },
         best_epoch=best_epoch,
         validation_metrics=_validation_metrics(model, val_data, val_labels, classes),
         parameter_count=models.parameter_count(model),
-        seed=seed,
+        seed=config.seed,
     )
     card.save(out_dir)
     logger.info("wrote %s, %s and %s to %s", MODEL_FILE, CARD_FILE, HISTORY_FILE, out_dir)

@@ -3,11 +3,14 @@
 Each notebook reads what the previous stage wrote into the run's workspace, so
 papermill runs them in order; each still runs alone on its defaults because its
 setup cell asks this module for its inputs, and every ``ensure_*`` function does
-only the work that is missing (the stages themselves are resumable)::
+only the work that is missing (the stages themselves are resumable). The training
+notebooks train through :func:`train_model` every time they run, so a report never
+shows a model left over from other code::
 
     settings = DataSettings(project_dir="..", synth_patients=24)
     data_dir = ensure_processed(settings, task="roi", size=64).out_dir   # synth, ingest, patches
-    model_dir = ensure_model(settings, data_dir)                          # a small baseline
+    result = train_model(settings, data_dir, TrainingConfig(epochs=10))  # always trains
+    model_dir = ensure_model(settings, data_dir, TrainingConfig(epochs=2))  # trains if missing
 
 The synthetic default is keyed by its generation parameters
 (``synthetic-p24-s0-small``), so runs with different settings (the test suite's
@@ -26,6 +29,8 @@ from mammo_utils.workspace import Workspace
 if TYPE_CHECKING:
     from mammo_utils.ingest import IngestResult
     from mammo_utils.preprocess import PreprocessResult
+    from mammo_utils.train import TrainResult
+    from mammo_utils.training_config import TrainingConfig
 
 #: Sources that are ingested with the CBIS-DDSM adapter.
 _CBIS_LAYOUTS = ("synthetic", "cbis-ddsm")
@@ -164,22 +169,20 @@ def ensure_processed(
                           workers=workers, progress=progress)
 
 
-def ensure_model(
-    settings: DataSettings,
-    data_dir: str | Path,
-    architecture: str = "baseline",
-    *,
-    epochs: int = 2,
-    batch_size: int = 16,
-    label_scheme: str = "four_class",
-) -> Path:
-    """A trained model folder of the run: the existing one, or a small one trained now
-    from scratch (``weights="none"``) on the processed folder ``data_dir``."""
-    model_dir = settings.workspace.model_dir(architecture)
-    if (model_dir / "model_card.json").is_file():
-        return model_dir
+def train_model(settings: DataSettings, data_dir: str | Path, config: TrainingConfig, *,
+                verbose: int = 2) -> TrainResult:
+    """Train ``config`` on the processed folder ``data_dir`` into the run's model folder
+    for its architecture (``models/<run>/<architecture>``), replacing what is there."""
     from mammo_utils.train import train
 
-    train(data_dir, architecture, "none", epochs=epochs, batch_size=batch_size,
-          out_dir=model_dir, label_scheme=label_scheme, seed=settings.seed, verbose=2)
+    return train(data_dir, settings.workspace.model_dir(config.architecture), config,
+                 verbose=verbose)
+
+
+def ensure_model(settings: DataSettings, data_dir: str | Path, config: TrainingConfig) -> Path:
+    """The run's model folder for ``config.architecture``: the model already there,
+    whatever its settings, or one trained now with ``config`` (see :func:`train_model`)."""
+    model_dir = settings.workspace.model_dir(config.architecture)
+    if not (model_dir / "model_card.json").is_file():
+        train_model(settings, data_dir, config)
     return model_dir

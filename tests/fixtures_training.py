@@ -4,7 +4,8 @@
 ingest and preprocessing, large enough for a stable validation AUC: the issue's known
 answer, which catches label-order and pipeline bugs end to end.
 
-``known_answer_roi_data`` is hand-drawn and tiny, for fast tests. Each class draws a
+``known_answer_roi_data`` is hand-drawn and small, for fast tests (``tiny_roi_data``, the
+same drawings for a handful of patients, for tests that train large backbones). Each class draws a
 shape a small CNN learns in seconds, on the same noisy tissue background: NORMAL is
 tissue alone, BENIGN_WITHOUT_CALLBACK scattered bright dots, BENIGN a round blob,
 MALIGNANT a spiky (stellate) blob. A model that scores poorly on it has a label-order
@@ -23,6 +24,7 @@ import pandas as pd
 import pytest
 
 from mammo_utils.classes import CLASSES
+from mammo_utils.training_config import TrainingConfig
 
 KNOWN_ANSWER_SIZE = 32
 
@@ -128,17 +130,29 @@ def known_answer_roi_data(tmp_path_factory) -> Path:
     return write_known_answer_dataset(out, {"train": 48, "val": 12, "test": 8})
 
 
+@pytest.fixture(scope="session")
+def tiny_roi_data(tmp_path_factory) -> Path:
+    """Known-answer patches of 4 train, 2 val and 1 test patients (16, 8 and 4 patches):
+    two batches of 8 per epoch, so a backbone's training time is mostly graph building."""
+    out = tmp_path_factory.mktemp("tiny_roi")
+    return write_known_answer_dataset(out, {"train": 4, "val": 2, "test": 1})
+
+
 #: A derangement of the four-class order (no class keeps its unit, and it is not the
 #: reversal), so a pipeline that ignored the requested order could not pass by luck.
 PERMUTED_CLASSES: tuple[str, ...] = ("BENIGN", "MALIGNANT", "NORMAL", "BENIGN_WITHOUT_CALLBACK")
 
 
+#: How ``permuted_known_answer_model`` is trained.
+PERMUTED_CONFIG = TrainingConfig(epochs=12, batch_size=16, class_order=PERMUTED_CLASSES,
+                                 seed=0, patience=8)
+
+
 @pytest.fixture(scope="session")
 def permuted_known_answer_model(known_answer_roi_data, tmp_path_factory):
-    """The baseline trained on the known-answer patches with output order
-    :data:`PERMUTED_CLASSES` (a ``TrainResult``; about 20 s on 2 cores)."""
+    """The baseline trained on the known-answer patches as :data:`PERMUTED_CONFIG` says,
+    output order :data:`PERMUTED_CLASSES` (a ``TrainResult``; about 20 s on 2 cores)."""
     from mammo_utils.train import train
 
     out = tmp_path_factory.mktemp("models") / "permuted_baseline"
-    return train(known_answer_roi_data, "baseline", "none", epochs=12, batch_size=16,
-                 out_dir=out, class_order=PERMUTED_CLASSES, seed=0, patience=8, verbose=0)
+    return train(known_answer_roi_data, out, PERMUTED_CONFIG, verbose=0)

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from fixtures_training import PERMUTED_CLASSES
 
 from mammo_utils import pipeline
@@ -123,3 +124,39 @@ def test_manifest_errors_name_the_file_and_reason(tmp_path, known_answer_roi_dat
         pipeline.make_dataset(known_answer_roi_data, "holdout")
     with pytest.raises(ValueError, match="balance must be one of"):
         pipeline.make_dataset(known_answer_roi_data, "train", balance="smote")
+
+
+def test_no_augmentation_passes_images_through_unchanged(known_answer_roi_data):
+    rows = pipeline.load_manifest(known_answer_roi_data).split("train")
+    image = pipeline.decode_png(rows["path"][0], 32)
+    seed = tf.constant([3, 4], tf.int64)
+    np.testing.assert_array_equal(pipeline.Augmentation.none()(image, seed), image)
+    assert not np.array_equal(pipeline.Augmentation()(image, seed), image)
+
+
+def _first_pass(data_dir, global_seed: int, balance: str = "class_weight") -> list[bytes]:
+    """The training images of the first pass over the split, in the order drawn, after
+    setting TensorFlow's global seed to ``global_seed``."""
+    tf.random.set_seed(global_seed)
+    dataset = pipeline.make_dataset(data_dir, "train", batch_size=16, seed=5, balance=balance)
+    n_batches = len(pipeline.load_manifest(data_dir).split("train")) // 16
+    return [image.tobytes() for batch in dataset.take(n_batches) for image in batch[0].numpy()]
+
+
+def test_augmentation_follows_the_example_not_its_place_in_the_shuffle(known_answer_roi_data):
+    """An example's augmentation depends on the seed, the pass and the example only: under
+    another global seed the shuffle order changes, but each image is augmented the same."""
+    first, other = _first_pass(known_answer_roi_data, 1), _first_pass(known_answer_roi_data, 2)
+    assert first != other  # another order...
+    assert sorted(first) == sorted(other)  # ...of the same augmented images
+    assert _first_pass(known_answer_roi_data, 1) == first
+
+
+def test_an_oversampled_image_drawn_twice_is_augmented_twice(known_answer_roi_data):
+    frame = pd.read_csv(known_answer_roi_data / "manifest.csv")
+    frame["path"] = [str(known_answer_roi_data / p) for p in frame["path"]]
+    # Two images per class: a pass of 8 draws repeats some of them.
+    tiny = frame[frame["split"] == "train"].groupby("label").head(2)
+    dataset = pipeline.make_dataset(tiny, "train", batch_size=8, balance="oversample", seed=2)
+    images = np.concatenate([batch[0].numpy() for batch in dataset.take(4)])
+    assert len({image.tobytes() for image in images}) == len(images)

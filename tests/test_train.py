@@ -1,19 +1,24 @@
 """Training end to end: known answer, class order, reproducibility, model directory and
-card, CLI."""
+card, the training config, CLI."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_training import PERMUTED_CLASSES
+import tensorflow as tf
+from fixtures_training import PERMUTED_CLASSES, PERMUTED_CONFIG
 
 from mammo_utils import models, pipeline
+from mammo_utils import train as training
 from mammo_utils.classes import CLASSES, check_class_order, scheme_classes
 from mammo_utils.cli import main as mammo
-from mammo_utils.cli.train import ARCHITECTURES
 from mammo_utils.model_card import (
     CARD_FILE,
     HISTORY_FILE,
@@ -23,6 +28,9 @@ from mammo_utils.model_card import (
     load_model_dir,
 )
 from mammo_utils.train import _compile, _validation_metrics, train
+from mammo_utils.training_config import TrainingConfig
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -32,9 +40,8 @@ def test_baseline_learns_the_synthetic_known_answer(synthetic_known_answer_roi_d
     The whole chain runs (synth, ingest, preprocess, pipeline, train), so a label-order
     or pipeline bug anywhere shows as a score near chance. About 1.5 min on 2 cores.
     """
-    result = train(synthetic_known_answer_roi_data, "baseline", "none", epochs=20,
-                   batch_size=32, out_dir=tmp_path / "baseline", seed=0, patience=20,
-                   augment=False, verbose=0)
+    config = TrainingConfig(epochs=20, batch_size=32, seed=0, patience=20, augment=False)
+    result = train(synthetic_known_answer_roi_data, tmp_path / "baseline", config, verbose=0)
     metrics = result.card.validation_metrics
     assert metrics["macro_roc_auc"] >= 0.85, metrics
     assert list(metrics["roc_auc_per_class"]) == list(CLASSES)
@@ -72,17 +79,70 @@ def test_output_units_follow_the_requested_class_order(trained_baseline,
     assert list(card.training["class_weight"]) == list(PERMUTED_CLASSES)
 
 
-def test_class_order_must_be_a_permutation_of_the_scheme(known_answer_roi_data, tmp_path):
+def test_class_order_must_be_a_permutation_of_the_scheme():
     assert check_class_order(PERMUTED_CLASSES, "four_class") == PERMUTED_CLASSES
     with pytest.raises(ValueError, match="duplicated NORMAL; missing BENIGN$"):
         check_class_order(["NORMAL", "BENIGN_WITHOUT_CALLBACK", "NORMAL", "MALIGNANT"],
                           "four_class")
     with pytest.raises(ValueError, match="missing NORMAL; unknown NOT_MALIGNANT"):
         check_class_order(["NOT_MALIGNANT", "BENIGN", "MALIGNANT"], "three_class")
-    with pytest.raises(ValueError, match="not an order of the four_class classes"):
-        train(known_answer_roi_data, "baseline", epochs=1, out_dir=tmp_path / "never",
-              class_order=["MALIGNANT", "NORMAL"], verbose=0)
-    assert not (tmp_path / "never").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="^class_order: .*not an order of the four_class"):
+        TrainingConfig(class_order=["MALIGNANT", "NORMAL"])
+    config = TrainingConfig(label_scheme="three_class",
+                            class_order=["MALIGNANT", "NORMAL", "BENIGN"])
+    assert config.class_order == ("MALIGNANT", "NORMAL", "BENIGN")
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("epochs", 0, "epochs must be an integer >= 1, got 0"),
+    ("epochs", 2.5, "epochs must be an integer >= 1, got 2.5"),
+    ("batch_size", 0, "batch_size must be an integer >= 1"),
+    ("fine_tune_epochs", -1, "fine_tune_epochs must be an integer >= 0"),
+    ("seed", -3, "seed must be an integer >= 0"),
+    ("learning_rate", 0.0, "learning_rate must be a number > 0, got 0.0"),
+    ("fine_tune_learning_rate", -1e-5, "fine_tune_learning_rate must be a number > 0"),
+    ("learning_rate", float("nan"), "learning_rate must be a number > 0, got nan"),
+    ("fine_tune_fraction", 1.5, r"fine_tune_fraction must be a number in \(0, 1\]"),
+    ("dropout", 1.0, r"dropout must be a number in \[0, 1\)"),
+    ("l2", -1e-4, "l2 must be a number >= 0"),
+    ("balance", "smote", "balance must be one of class_weight, oversample, none, got 'smote'"),
+    ("architecture", "vgg19", "architecture must be one of baseline, vgg16, .*got 'vgg19'"),
+    ("label_scheme", "two_class", "label_scheme must be one of four_class, "),
+    ("weights", "imagenet", "weights must be 'none' for the baseline CNN"),
+    ("augment", "no", "augment must be True or False, got 'no'"),
+])
+def test_training_config_names_the_setting_out_of_range(setting, value, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        TrainingConfig(**{setting: value})
+
+
+def test_training_config_normalises_what_it_accepts(tmp_path):
+    config = TrainingConfig(architecture="densenet121", weights=tmp_path / "b.weights.h5",
+                            epochs=np.int64(3), learning_rate=1)
+    assert config.weights == str(tmp_path / "b.weights.h5") and config.pretrained
+    assert type(config.epochs) is int and type(config.learning_rate) is float
+    assert not TrainingConfig(architecture="densenet121").pretrained
+    assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+
+
+def test_card_rebuilds_the_training_config():
+    config = TrainingConfig(architecture="mobilenetv2", weights="imagenet", epochs=3,
+                            fine_tune_epochs=2, label_scheme="three_class",
+                            class_order=("MALIGNANT", "BENIGN", "NORMAL"), seed=7,
+                            balance="oversample", augment=False)
+    card = ModelCard(model_name="m", architecture="mobilenetv2", classes=config.class_order,
+                     label_scheme="three_class", task="roi", image_size=32,
+                     training={**config.to_dict(), "epochs_run": 5, "strategy": "X"})
+    assert ModelCard.from_json(card.to_json()).training_config() == config
+    older = ModelCard.from_json({**json.loads(card.to_json()),
+                                 "training": {"epochs": 3, "batch_size": 32}})
+    with pytest.raises(ValueError, match="'m' does not record the training setting.*seed"):
+        older.training_config()
+
+
+def test_train_takes_a_training_config(known_answer_roi_data, tmp_path):
+    with pytest.raises(TypeError, match="config must be a TrainingConfig, got str"):
+        train(known_answer_roi_data, tmp_path / "never", "baseline")
 
 
 @pytest.mark.slow
@@ -117,14 +177,16 @@ def test_card_records_class_order_and_provenance(trained_baseline, known_answer_
     assert card.parameter_count == trained_baseline.model.count_params()
     assert card.training["training_time_s"] > 0 and card.seed == 0
     assert card.training["class_weight"] == {name: 1.0 for name in card.classes}
+    assert card.training_config() == PERMUTED_CONFIG
+    assert card.training["epochs_run"] == len(history) and card.training["stages"] == ["full"]
     assert "tensorflow" in json.dumps(card.versions)
 
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_first_epoch_loss(known_answer_roi_data, tmp_path):
     def first_loss(name, seed):
-        result = train(known_answer_roi_data, "baseline", epochs=1, batch_size=32,
-                       out_dir=tmp_path / name, seed=seed, verbose=0)
+        result = train(known_answer_roi_data, tmp_path / name,
+                       TrainingConfig(epochs=1, batch_size=32, seed=seed), verbose=0)
         return result.history["loss"].iloc[0]
 
     reference = first_loss("a", 5)
@@ -133,19 +195,87 @@ def test_same_seed_gives_the_same_first_epoch_loss(known_answer_roi_data, tmp_pa
 
 
 @pytest.mark.slow
-def test_pretrained_backbone_trains_head_then_fine_tunes(known_answer_roi_data, tmp_path):
+def test_pretrained_backbone_trains_head_then_fine_tunes(known_answer_roi_data, tmp_path,
+                                                         monkeypatch):
     weights = models.save_backbone_weights(
         models.build_model("mobilenetv2", 2, 32), tmp_path / "pretrained.weights.h5"
     )
-    result = train(known_answer_roi_data, "mobilenetv2", weights, epochs=1, batch_size=32,
-                   out_dir=tmp_path / "mnv2", label_scheme="malignant_vs_rest",
-                   fine_tune_epochs=1, verbose=0)
+    strategies = []
+
+    def one_strategy():
+        strategies.append(tf.distribute.get_strategy())
+        return strategies[-1]
+
+    monkeypatch.setattr(training, "choose_strategy", one_strategy)
+    config = TrainingConfig(architecture="mobilenetv2", weights=weights, epochs=1,
+                            batch_size=32, label_scheme="malignant_vs_rest", fine_tune_epochs=1)
+    result = train(known_answer_roi_data, tmp_path / "mnv2", config, verbose=0)
     assert len(result.history) == 2  # one head epoch, one fine-tune epoch
     assert result.history["learning_rate"].tolist() == pytest.approx([1e-3, 1e-5])
     assert result.card.training["stages"] == ["head", "finetune"]
+    # Both stages and the card share the one strategy the run chose.
+    assert len(strategies) == 1
+    assert result.card.training["strategy"] == type(strategies[0]).__name__
+    assert result.card.training["replicas"] == 1
     model, card = load_model_dir(result.model_dir)
     assert card.classes == ["NOT_MALIGNANT", "MALIGNANT"] and model.output_shape == (None, 2)
-    assert card.training["fine_tune_epochs"] == 1
+    assert card.training_config() == config and card.training["fine_tune_epochs"] == 1
+
+
+#: The architectures of the default report (params/default.yaml), trained from scratch.
+REPORT_ARCHITECTURES = ("baseline", "mobilenetv2", "densenet121")
+
+_TRAIN_EACH = """
+import sys
+from pathlib import Path
+from mammo_utils.train import train
+from mammo_utils.training_config import TrainingConfig
+data_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+for architecture in sys.argv[3:]:
+    config = TrainingConfig(architecture=architecture, epochs=2, batch_size=8)
+    train(data_dir, out_dir / architecture, config, verbose=0)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_report_runs(tiny_roi_data, tmp_path_factory) -> list[Path]:
+    """Each report architecture trained twice, as two `make reports` would: two processes
+    (run side by side) with different hash seeds (about 2.5 min on 2 cores)."""
+    root = tmp_path_factory.mktemp("two_runs")
+    runs = [root / "first", root / "second"]
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TRAIN_EACH, str(tiny_roi_data), str(run),
+             *REPORT_ARCHITECTURES],
+            env={**os.environ, "PYTHONPATH": python_path, "PYTHONHASHSEED": str(hash_seed),
+                 "TF_CPP_MIN_LOG_LEVEL": "2"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for run, hash_seed in zip(runs, (1, 2), strict=True)
+    ]
+    for process in processes:
+        _, errors = process.communicate(timeout=900)
+        assert process.returncode == 0, errors[-4000:]
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", REPORT_ARCHITECTURES)
+def test_two_runs_of_one_config_write_the_same_model(two_report_runs, architecture):
+    (first, first_card), (second, second_card) = (
+        load_model_dir(run / architecture) for run in two_report_runs
+    )
+    assert [w.path for w in first.weights] == [w.path for w in second.weights]
+    for left, right in zip(first.weights, second.weights, strict=True):
+        assert left.numpy().tobytes() == right.numpy().tobytes(), left.path  # bit for bit
+    first_history, second_history = (
+        pd.read_csv(run / architecture / HISTORY_FILE) for run in two_report_runs
+    )
+    assert len(first_history) == 2
+    pd.testing.assert_frame_equal(first_history, second_history, check_exact=True)
+    assert first_card.validation_metrics == second_card.validation_metrics
+    assert first_card.best_epoch == second_card.best_epoch
 
 
 def test_patient_in_two_splits_is_refused_before_training(known_answer_roi_data, tmp_path):
@@ -156,12 +286,12 @@ def test_patient_in_two_splits_is_refused_before_training(known_answer_roi_data,
     leaky.mkdir()
     frame.to_csv(leaky / "manifest.csv", index=False)
     with pytest.raises(ValueError, match="P_00001"):
-        train(leaky, "baseline", epochs=1, out_dir=tmp_path / "never", verbose=0)
+        train(leaky, tmp_path / "never", TrainingConfig(epochs=1), verbose=0)
     assert not (tmp_path / "never" / MODEL_FILE).exists()
 
 
 def _tiny_model_dir(folder, image_size=32, units=4):
-    model = models.build_model("baseline", units, image_size, baseline_filters=(4, 8, 8))
+    model = models.build_model("baseline", units, image_size)
     folder.mkdir(parents=True)
     model.save(folder / MODEL_FILE)
     ModelCard(model_name="tiny", architecture="baseline", classes=list(scheme_classes()),
@@ -225,10 +355,6 @@ def test_validation_roc_auc_is_none_where_undefined():
     json.dumps(metrics, allow_nan=False)
 
 
-def test_cli_architectures_match_models():
-    assert ARCHITECTURES == models.ARCHITECTURES
-
-
 @pytest.mark.slow
 def test_mammo_train_command_writes_a_model_directory(known_answer_roi_data, tmp_path, capsys):
     out = tmp_path / "cli-model"
@@ -239,7 +365,11 @@ def test_mammo_train_command_writes_a_model_directory(known_answer_roi_data, tmp
     assert status == 0
     assert "macro ROC-AUC" in capsys.readouterr().out
     card = ModelCard.load(out)
-    assert card.classes == ["MALIGNANT", "NORMAL", "BENIGN"] and card.seed == 3
+    assert card.classes == ["MALIGNANT", "NORMAL", "BENIGN"]
+    assert card.training_config() == TrainingConfig(
+        epochs=1, batch_size=32, label_scheme="three_class", seed=3,
+        class_order=("MALIGNANT", "NORMAL", "BENIGN"),
+    )
 
 
 def test_mammo_train_reports_bad_input_without_a_traceback(tmp_path, capsys,
@@ -252,3 +382,15 @@ def test_mammo_train_reports_bad_input_without_a_traceback(tmp_path, capsys,
                     "--class-order", "NORMAL,BENIGN,MALIGNANT,MALIGNANT"])
     assert status == 1
     assert "duplicated MALIGNANT; missing BENIGN_WITHOUT_CALLBACK" in capsys.readouterr().err
+
+
+def test_mammo_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
+    for option, value, message in (("--epochs", "0", "epochs must be an integer >= 1"),
+                                   ("--learning-rate", "-1", "learning_rate must be a number"),
+                                   ("--dropout", "1", "dropout must be a number in [0, 1)")):
+        status = mammo(["train", "--data", str(tmp_path / "absent"), "--out",
+                        str(tmp_path / "m"), option, value])
+        assert status == 1
+        # The setting is named, not the missing data folder: the config is checked first.
+        assert capsys.readouterr().err.startswith(f"mammo train: error: {message}")
+    assert not (tmp_path / "m").exists()

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from mammo_utils.workflow import DataSettings, ensure_model, ensure_processed, ensure_raw
+from mammo_utils.model_card import ModelCard
+from mammo_utils.training_config import TrainingConfig
+from mammo_utils.workflow import (
+    DataSettings,
+    ensure_model,
+    ensure_processed,
+    ensure_raw,
+    train_model,
+)
 
 #: The smallest synthetic set that still has every split: seconds to generate and process.
 TINY = {"synth_patients": 6, "synth_seed": 3}
@@ -104,16 +112,31 @@ def test_another_working_size_gets_its_own_folder(processed):
     assert other.out_dir != first.out_dir and other.out_dir.name == "roi-32-192x160"
 
 
-def test_ensure_model_keeps_an_existing_model(tmp_path):
+def test_ensure_model_keeps_an_existing_model_of_the_architecture(tmp_path):
     settings = DataSettings(project_dir=tmp_path, run_name="r")
-    model_dir = settings.workspace.model_dir("baseline")
+    model_dir = settings.workspace.model_dir("mobilenetv2")
     model_dir.mkdir(parents=True)
     (model_dir / "model_card.json").write_text("{}")
     # No data folder exists: training would fail, so returning proves nothing was trained.
-    assert ensure_model(settings, Path(tmp_path / "no-data")) == model_dir
+    config = TrainingConfig(architecture="mobilenetv2", epochs=2)
+    assert ensure_model(settings, Path(tmp_path / "no-data"), config) == model_dir
 
 
 def test_a_relative_data_root_is_taken_from_the_project_folder(tmp_path):
     (tmp_path / "data" / "raw" / "mias").mkdir(parents=True)
     settings = DataSettings(project_dir=tmp_path, dataset="mias", data_root="data/raw/mias")
     assert ensure_raw(settings) == tmp_path.resolve() / "data" / "raw" / "mias"
+
+
+@pytest.mark.slow
+def test_train_model_trains_into_the_run_folder_every_time(tiny_roi_data, tmp_path):
+    settings = DataSettings(project_dir=tmp_path, run_name="r")
+    first = train_model(settings, tiny_roi_data, TrainingConfig(epochs=1, batch_size=8),
+                        verbose=0)
+    assert first.model_dir == settings.workspace.model_dir("baseline")
+    again = train_model(settings, tiny_roi_data, TrainingConfig(epochs=2, batch_size=8),
+                        verbose=0)
+    assert again.model_dir == first.model_dir and len(again.history) == 2
+    # ensure_model keeps what is there rather than training its own small model.
+    assert ensure_model(settings, tiny_roi_data, TrainingConfig(epochs=1)) == first.model_dir
+    assert ModelCard.load(first.model_dir).training_config().epochs == 2

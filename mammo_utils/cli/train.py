@@ -6,62 +6,79 @@ import argparse
 from pathlib import Path
 
 from mammo_utils.classes import LABEL_SCHEMES
+from mammo_utils.training_config import ARCHITECTURES, BALANCE_MODES, TrainingConfig
 
 NAME = "train"
 HELP = "Train a baseline CNN or a transfer-learning backbone: model.keras, model_card.json."
 ORDER = 40
 
-#: ``mammo_utils.models.ARCHITECTURES``, repeated so ``mammo --help`` does not start
-#: TensorFlow (tests/test_train.py checks the two agree).
-ARCHITECTURES = ("baseline", "vgg16", "resnet50", "mobilenetv2", "densenet121")
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainingConfig()
     parser.add_argument("--data", type=Path, required=True,
                         help="processed folder holding manifest.csv and preprocess_config.json")
-    parser.add_argument("--model", default="baseline", choices=ARCHITECTURES,
-                        help="architecture (default: baseline)")
-    parser.add_argument("--weights", default="none",
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--model", default=defaults.architecture, choices=ARCHITECTURES,
+                        help=f"architecture (default: {defaults.architecture})")
+    parser.add_argument("--weights", default=defaults.weights,
                         help="backbone weights: none, imagenet, or a weights file path "
                         "(a Keras *_notop.h5 or a .weights.h5 from save_backbone_weights)")
-    parser.add_argument("--epochs", type=int, default=20,
-                        help="epochs (for backbones: of the head stage)")
-    parser.add_argument("--fine-tune-epochs", type=int, default=0,
-                        help="backbones: epochs fine-tuning the top of the backbone")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--fine-tune-learning-rate", type=float, default=1e-5)
-    parser.add_argument("--balance", default="class_weight",
-                        choices=("class_weight", "oversample", "none"),
-                        help="class imbalance handling (default: class_weight)")
-    parser.add_argument("--label-scheme", default="four_class", choices=LABEL_SCHEMES)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help="epochs (for pretrained backbones: of the head stage)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs,
+                        help="pretrained backbones: epochs fine-tuning the top of the backbone")
+    parser.add_argument("--fine-tune-fraction", type=float,
+                        default=defaults.fine_tune_fraction,
+                        help="share of the backbone's layers unfrozen for fine-tuning")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--fine-tune-learning-rate", type=float,
+                        default=defaults.fine_tune_learning_rate)
+    parser.add_argument("--balance", default=defaults.balance, choices=BALANCE_MODES,
+                        help=f"class imbalance handling (default: {defaults.balance})")
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="train on the images as they are (no rotation, flip, zoom, ...)")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--l2", type=float, default=defaults.l2,
+                        help="L2 weight penalty of the dense layers")
+    parser.add_argument("--label-scheme", default=defaults.label_scheme, choices=LABEL_SCHEMES)
     parser.add_argument("--class-order", type=_class_list, default=None, metavar="A,B,...",
                         help="output order: a comma-separated permutation of the label "
                         "scheme's classes (default: the scheme's order); kept in the card")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--patience", type=int, default=5,
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--patience", type=int, default=defaults.patience,
                         help="early-stopping patience in epochs on validation loss")
-    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--nondeterministic", dest="deterministic", action="store_false",
+                        help="let TensorFlow pick faster, nondeterministic ops (a seed then "
+                        "no longer fixes the weights)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard logs under OUT/tensorboard")
 
 
 def _class_list(text: str) -> list[str]:
-    """``"MALIGNANT, NORMAL"`` -> ``["MALIGNANT", "NORMAL"]`` (checked later, by train)."""
+    """``"MALIGNANT, NORMAL"`` -> ``["MALIGNANT", "NORMAL"]`` (checked by TrainingConfig)."""
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The :class:`TrainingConfig` the parsed arguments describe (checked on creation)."""
+    return TrainingConfig(
+        architecture=args.model, weights=args.weights, epochs=args.epochs,
+        batch_size=args.batch_size, label_scheme=args.label_scheme,
+        class_order=args.class_order, seed=args.seed, learning_rate=args.learning_rate,
+        fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        fine_tune_fraction=args.fine_tune_fraction, balance=args.balance,
+        augment=args.augment, patience=args.patience, dropout=args.dropout, l2=args.l2,
+        tensorboard=args.tensorboard, deterministic=args.deterministic,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    config = training_config(args)  # bad settings fail here, before TensorFlow starts
     from mammo_utils.train import train
 
-    result = train(
-        args.data, args.model, args.weights, args.epochs, args.batch_size, args.out,
-        label_scheme=args.label_scheme, class_order=args.class_order, seed=args.seed,
-        learning_rate=args.learning_rate,
-        fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_learning_rate, balance=args.balance,
-        patience=args.patience, tensorboard=args.tensorboard, verbose=1,
-    )
+    result = train(args.data, args.out, config, verbose=1)
     metrics = result.card.validation_metrics
     auc = metrics["macro_roc_auc"]
     print(f"{result.card.model_name}: best epoch {result.card.best_epoch}, validation "

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# Before TensorFlow starts in this process: trainings in the tests run ops one at a time,
+# as mammo_utils.train does in a fresh process, so they repeat bit for bit.
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

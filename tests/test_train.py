@@ -244,11 +244,13 @@ def two_report_runs(tiny_roi_data, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("two_runs")
     runs = [root / "first", root / "second"]
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    # As a user's shell: no TF_NUM_INTEROP_THREADS, train() pins the threads itself.
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", _TRAIN_EACH, str(tiny_roi_data), str(run),
              *REPORT_ARCHITECTURES],
-            env={**os.environ, "PYTHONPATH": python_path, "PYTHONHASHSEED": str(hash_seed),
+            env={**env, "PYTHONPATH": python_path, "PYTHONHASHSEED": str(hash_seed),
                  "TF_CPP_MIN_LOG_LEVEL": "2"},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
@@ -276,6 +278,7 @@ def test_two_runs_of_one_config_write_the_same_model(two_report_runs, architectu
     pd.testing.assert_frame_equal(first_history, second_history, check_exact=True)
     assert first_card.validation_metrics == second_card.validation_metrics
     assert first_card.best_epoch == second_card.best_epoch
+    assert first_card.training["repeatable"] and second_card.training["repeatable"]
 
 
 def test_patient_in_two_splits_is_refused_before_training(known_answer_roi_data, tmp_path):
@@ -394,3 +397,31 @@ def test_mammo_train_refuses_bad_settings_before_reading_data(tmp_path, capsys):
         # The setting is named, not the missing data folder: the config is checked first.
         assert capsys.readouterr().err.startswith(f"mammo train: error: {message}")
     assert not (tmp_path / "m").exists()
+
+
+def _seeding_outcome(prelude: str) -> tuple[str, str]:
+    """``seed_everything``'s verdict and the inter-op thread count in a fresh Python
+    without TF_NUM_INTEROP_THREADS, after running ``prelude``."""
+    code = (
+        "import tensorflow as tf\n"
+        "from mammo_utils.train import seed_everything\n"
+        f"{prelude}\n"
+        "print(seed_everything(0), tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTEROP_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()[-2:], result.stderr
+
+
+def test_a_deterministic_run_uses_one_inter_op_thread():
+    """Op determinism alone let DenseNet121 part between two runs at report scale."""
+    (repeatable, threads), _ = _seeding_outcome("")
+    assert (repeatable, threads) == ("True", "1")
+
+
+def test_a_run_after_tensorflow_started_says_it_may_not_repeat():
+    (repeatable, _), stderr = _seeding_outcome("tf.constant(1.0) + 1.0")
+    assert repeatable == "False"
+    assert "may not repeat bit for bit" in stderr

@@ -38,6 +38,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from mammo_utils.inference import BACKGROUND_CLASSES, Classifier, Prediction
+from mammo_utils.model_card import CARD_FILE, find_model_dirs
 from mammo_utils.reader import ImageReadError
 
 #: File types the upload accepts (the reader decides the format from the content).
@@ -121,12 +122,10 @@ _CSS = """
 
 
 def find_models(project_dir: str | Path, run_name: str | None = None) -> list[Path]:
-    """Trained model folders ``models/<run>/<model>/`` holding a card, newest first;
-    those of ``run_name`` come before the others."""
-    root = Path(project_dir) / "models"
-    cards = sorted(root.glob("*/*/model_card.json"), key=lambda p: p.stat().st_mtime,
-                   reverse=True)
-    folders = [card.parent for card in cards]
+    """The project's trained models in the chooser's order: those of ``run_name`` first,
+    then newest card first."""
+    folders = sorted(find_model_dirs(Path(project_dir) / "models"),
+                     key=lambda folder: (folder / CARD_FILE).stat().st_mtime, reverse=True)
     return sorted(folders, key=lambda folder: folder.parent.name != run_name)
 
 

@@ -225,22 +225,3 @@ def evaluate_model(
         metrics_dir=metrics_dir,
         figures=paths,
     )
-
-
-def find_model_dirs(models_dir: str | Path, names: list[str] | None = None) -> list[Path]:
-    """Model directories (holding a model card) under a run's models folder, sorted.
-
-    ``names`` selects models by folder name; a name with no folder is an error that
-    lists what exists.
-    """
-    models_dir = Path(models_dir)
-    found = sorted(p.parent for p in models_dir.glob("*/model_card.json"))
-    if not names:
-        return found
-    by_name = {p.name: p for p in found}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise FileNotFoundError(
-            f"{models_dir}: no model named {', '.join(missing)}; found {sorted(by_name) or 'none'}"
-        )
-    return [by_name[n] for n in names]

@@ -14,6 +14,7 @@ with the saved model, so a model can never be read with the wrong labels.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,3 +166,23 @@ def load_model_dir(model_dir: str | Path):
         raise ModelDirectoryError(folder, f"cannot load {MODEL_FILE}: {exc}") from exc
     check_model_matches_card(model, card, folder)
     return model, card
+
+
+def find_model_dirs(folder: str | Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Every model directory (a folder holding a card) at any depth under ``folder``,
+    sorted by path: ``models/<run>`` lists one run, ``models`` every run.
+
+    ``names`` selects models by folder name, in that order; a name with no folder is a
+    ``FileNotFoundError`` that lists what exists.
+    """
+    folder = Path(folder)
+    found = sorted(card.parent for card in folder.rglob(CARD_FILE))
+    if not names:
+        return found
+    by_name = {path.name: path for path in found}
+    missing = [name for name in names if name not in by_name]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder}: no model named {', '.join(missing)}; found {sorted(by_name) or 'none'}"
+        )
+    return [by_name[name] for name in names]

@@ -32,10 +32,8 @@ import pandas as pd
 import tensorflow as tf
 
 from mammo_utils.classes import check_class_order, map_label, scheme_classes
+from mammo_utils.preprocess import CONFIG_FILE, MANIFEST_FILE
 from mammo_utils.training_config import BALANCE_MODES
-
-MANIFEST_NAME = "manifest.csv"
-CONFIG_NAME = "preprocess_config.json"
 
 _REQUIRED_COLUMNS = ("path", "split", "label")
 _PNG_MAX = 65535.0
@@ -87,12 +85,12 @@ def load_manifest(source: str | Path | pd.DataFrame | Manifest) -> Manifest:
     else:
         path = Path(source)
         if path.is_dir():
-            path = path / MANIFEST_NAME
+            path = path / MANIFEST_FILE
         if not path.is_file():
             raise ManifestError(f"{path}: manifest not found")
         root = path.parent
         frame = pd.read_csv(path)
-        config_path = root / CONFIG_NAME
+        config_path = root / CONFIG_FILE
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     missing = [column for column in _REQUIRED_COLUMNS if column not in frame.columns]
     if missing:

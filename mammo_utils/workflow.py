@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mammo_utils.ingest import HEADER_CACHE_FILE, INDEX_FILE
+from mammo_utils.model_card import CARD_FILE
+from mammo_utils.preprocess import CONFIG_FILE
 from mammo_utils.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -115,7 +118,7 @@ def ingest_dataset(settings: DataSettings) -> IngestResult:
     options = {"views": [view for view in settings.views.split(",") if view] or None}
     if adapter == "cbis-ddsm":
         # The header index makes a re-ingest read only the DICOMs that changed.
-        options["cache_path"] = settings.workspace.interim_dir / "dicom_headers.csv"
+        options["cache_path"] = settings.workspace.interim_dir / HEADER_CACHE_FILE
     result = ingest(adapter, root, val_fraction=settings.val_fraction,
                     test_fraction=settings.test_fraction, seed=settings.seed, **options)
     result.save(settings.workspace.interim_dir)
@@ -124,7 +127,7 @@ def ingest_dataset(settings: DataSettings) -> IngestResult:
 
 def ensure_ingested(settings: DataSettings) -> Path:
     """Path of the run's ``index.csv``, ingesting first when it is missing."""
-    index = settings.workspace.interim_dir / "index.csv"
+    index = settings.workspace.interim_dir / INDEX_FILE
     if not index.is_file():
         ingest_dataset(settings)
     return index
@@ -132,7 +135,7 @@ def ensure_ingested(settings: DataSettings) -> Path:
 
 def _folder_settings(out_dir: Path) -> dict:
     """The notebook-02-only settings a processed folder was made with (empty if none)."""
-    path = out_dir / "preprocess_config.json"
+    path = out_dir / CONFIG_FILE
     if not path.is_file():
         return {}
     saved = json.loads(path.read_text(encoding="utf-8"))
@@ -183,6 +186,6 @@ def ensure_model(settings: DataSettings, data_dir: str | Path, config: TrainingC
     """The run's model folder for ``config.architecture``: the model already there,
     whatever its settings, or one trained now with ``config`` (see :func:`train_model`)."""
     model_dir = settings.workspace.model_dir(config.architecture)
-    if not (model_dir / "model_card.json").is_file():
+    if not (model_dir / CARD_FILE).is_file():
         train_model(settings, data_dir, config)
     return model_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -13,8 +14,9 @@ import pytest
 from mammo_utils.classes import scheme_classes
 from mammo_utils.cli import main
 from mammo_utils.comparison import TABLE_METRICS, write_comparison
-from mammo_utils.evaluate import evaluate_model, find_model_dirs
+from mammo_utils.evaluate import evaluate_model
 from mammo_utils.metrics import BOOTSTRAP_METRICS
+from mammo_utils.model_card import find_model_dirs
 
 SIZE = 16
 FIGURES = {"confusion_matrix", "roc", "precision_recall", "reliability", "mistakes",
@@ -141,6 +143,18 @@ def test_find_model_dirs_names_missing(models_dir):
     assert [p.name for p in find_model_dirs(models_dir, ["tiny_b"])] == ["tiny_b"]
     with pytest.raises(FileNotFoundError, match="no model named nope"):
         find_model_dirs(models_dir, ["nope"])
+
+
+def test_one_function_lists_the_models_of_a_run_or_of_every_run(models_dir, tmp_path):
+    """The demo, notebooks 04 and 05 and evaluation all list models through it."""
+    for run in ("run_a", "run_b"):
+        shutil.copytree(models_dir, tmp_path / "models" / run)
+    (tmp_path / "models" / "run_b" / "not_a_model").mkdir()
+    in_run = find_model_dirs(tmp_path / "models" / "run_a")
+    assert [path.name for path in in_run] == ["tiny_a", "tiny_b"]
+    every_run = find_model_dirs(tmp_path / "models")
+    assert [f"{p.parent.name}/{p.name}" for p in every_run] == [
+        "run_a/tiny_a", "run_a/tiny_b", "run_b/tiny_a", "run_b/tiny_b"]
 
 
 def test_cli_evaluate(processed_dir, models_dir, tmp_path, capsys):

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mammo_utils.ingest import ADAPTERS, HEADER_CACHE_FILE, IngestResult, combine, ingest
+from mammo_utils.ingest import (
+    ADAPTERS,
+    HEADER_CACHE_FILE,
+    INDEX_FILE,
+    LESIONS_FILE,
+    RECONCILIATION_FILE,
+    REJECTS_FILE,
+    IngestResult,
+    combine,
+    ingest,
+)
 from mammo_utils.splits import split_summary
 
 NAME = "ingest"
@@ -69,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     result.save(args.out)
     print(result.summary())
     print(split_summary(result.index).to_string())
-    print(f"wrote {args.out / 'index.csv'}, lesions.csv, rejects.csv, reconciliation.csv")
+    print(f"wrote {args.out / INDEX_FILE}, {LESIONS_FILE}, {REJECTS_FILE}, {RECONCILIATION_FILE}")
     return 0
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mammo_utils.files import atomic_write_csv, atomic_write_text, sha256_file
-from mammo_utils.ingest import LESIONS_FILE
+from mammo_utils.ingest import LESIONS_FILE, REJECTS_FILE
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
 from mammo_utils.preprocess.manifest import (
@@ -43,10 +43,10 @@ __all__ = ["PreprocessConfig", "PreprocessResult", "parse_working_size", "run_pr
 INDEX_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "dataset", "split", "label", "image_path",
 )
-#: The files a run writes into its processed folder; readers take the names from here.
+#: The files a run writes into its processed folder (besides ingest's ``REJECTS_FILE``);
+#: readers take the names from here.
 MANIFEST_FILE = "manifest.csv"
 CONFIG_FILE = "preprocess_config.json"
-REJECTS_FILE = "rejects.csv"
 #: Reason counted for the lesions of an image that was rejected as a whole.
 IMAGE_REJECTED = "image rejected"
 

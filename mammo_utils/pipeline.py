@@ -71,30 +71,26 @@ class Manifest:
         return str(self.source) if self.source else "manifest"
 
 
-def load_manifest(source: str | Path | pd.DataFrame | Manifest) -> Manifest:
-    """Read a manifest from a processed folder, a ``manifest.csv`` or a DataFrame.
+def load_manifest(source: str | Path | Manifest) -> Manifest:
+    """Read a manifest from a processed folder or its ``manifest.csv``.
 
-    Relative ``path`` values are resolved against the manifest's folder (for a DataFrame,
-    the current directory). ``preprocess_config.json`` beside the manifest is read when
-    present.
+    Relative ``path`` values are resolved against the manifest's folder;
+    ``preprocess_config.json`` beside the manifest is read when present.
     """
     if isinstance(source, Manifest):
         return source
-    if isinstance(source, pd.DataFrame):
-        frame, root, path, config = source.copy(), Path.cwd(), None, {}
-    else:
-        path = Path(source)
-        if path.is_dir():
-            path = path / MANIFEST_FILE
-        if not path.is_file():
-            raise ManifestError(f"{path}: manifest not found")
-        root = path.parent
-        frame = pd.read_csv(path)
-        config_path = root / CONFIG_FILE
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    path = Path(source)
+    if path.is_dir():
+        path = path / MANIFEST_FILE
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    root = path.parent
+    frame = pd.read_csv(path)
+    config_path = root / CONFIG_FILE
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     missing = [column for column in _REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
-        raise ManifestError(f"{path or 'manifest'}: missing columns {', '.join(missing)}")
+        raise ManifestError(f"{path}: missing columns {', '.join(missing)}")
     frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"]]
     return Manifest(frame=frame, source=path, config=config)
 

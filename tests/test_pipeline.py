@@ -107,7 +107,8 @@ def test_oversampling_draws_classes_evenly(known_answer_roi_data):
     # Keep every NORMAL patch but only 8 of each other class: 48 vs 8.
     skewed = pd.concat([train[train["label"] == "NORMAL"],
                         train[train["label"] != "NORMAL"].groupby("label").head(8)])
-    dataset = pipeline.make_dataset(skewed, "train", batch_size=64, balance="oversample", seed=1)
+    dataset = pipeline.make_dataset(pipeline.Manifest(skewed), "train", batch_size=64,
+                                    balance="oversample", seed=1)
     _, labels = _images_and_labels(dataset.take(8))
     shares = np.bincount(labels, minlength=4) / len(labels)
     np.testing.assert_allclose(shares, 0.25, atol=0.06)
@@ -157,6 +158,7 @@ def test_an_oversampled_image_drawn_twice_is_augmented_twice(known_answer_roi_da
     frame["path"] = [str(known_answer_roi_data / p) for p in frame["path"]]
     # Two images per class: a pass of 8 draws repeats some of them.
     tiny = frame[frame["split"] == "train"].groupby("label").head(2)
-    dataset = pipeline.make_dataset(tiny, "train", batch_size=8, balance="oversample", seed=2)
+    dataset = pipeline.make_dataset(pipeline.Manifest(tiny), "train", batch_size=8,
+                                    balance="oversample", seed=2)
     images = np.concatenate([batch[0].numpy() for batch in dataset.take(4)])
     assert len({image.tobytes() for image in images}) == len(images)

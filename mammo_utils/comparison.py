@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_utils.evaluate import TIMING_FILE
 from mammo_utils.metrics import BOOTSTRAP_METRICS, SENSITIVITY_AT_TARGET
 
 #: The comparison table of a run's metrics folder, as CSV and as Markdown.
@@ -29,8 +30,8 @@ TABLE_METRICS: tuple[str, ...] = (
 )
 
 
-def comparison_row(metrics: dict) -> dict:
-    """One table row from one model's ``metrics.json`` content."""
+def comparison_row(metrics: dict, timing: dict | None = None) -> dict:
+    """One table row from one model's ``metrics.json`` and ``timing.json`` content."""
     model = metrics.get("model", {})
     intervals = metrics["bootstrap"]["intervals"]
     row = {
@@ -47,8 +48,9 @@ def comparison_row(metrics: dict) -> dict:
             row[f"{name}_lower"] = intervals[name]["lower"]
             row[f"{name}_upper"] = intervals[name]["upper"]
     row["parameter_count"] = model.get("parameter_count")
-    row["training_time_s"] = model.get("training_time_s")
-    row["inference_images_per_s"] = metrics.get("inference", {}).get("images_per_second")
+    timing = timing or {}
+    row["training_time_s"] = timing.get("training_time_s")
+    row["inference_images_per_s"] = timing.get("inference_images_per_second")
     return row
 
 
@@ -67,7 +69,9 @@ def compare_metrics(metrics_dir: str | Path) -> pd.DataFrame:
                 f"{path}: no {', '.join(missing)}; written by an older version? "
                 "Evaluate the model again."
             )
-        rows.append(comparison_row(metrics))
+        timing_path = path.with_name(TIMING_FILE)
+        timing = json.loads(timing_path.read_text()) if timing_path.is_file() else None
+        rows.append(comparison_row(metrics, timing))
     table = pd.DataFrame(rows)
     if table.empty:
         return table

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
+#: Run facts that differ between two runs of one commit (seconds, throughput), kept out
+#: of ``metrics.json`` so that file is a function of the model and the data alone.
+TIMING_FILE = "timing.json"
 #: Resolution of every saved figure.
 FIGURE_DPI = 150
 
@@ -44,6 +47,7 @@ class EvaluationResult:
     metrics: dict[str, Any]
     predictions: pd.DataFrame
     metrics_dir: Path
+    timing: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -196,18 +200,19 @@ def evaluate_model(
         "label_scheme": card.label_scheme,
         "image_size": card.image_size,
         "parameter_count": card.parameter_count,
-        "training_time_s": card.training.get("training_time_s"),
         "weights": card.training.get("weights"),
         "model_dir": str(model_dir.resolve()),
     }
     metrics["data"] = {"manifest": str(manifest.source), "split": split}
-    metrics["inference"] = {"images_per_second": images_per_second, "batch_size": batch_size}
+    timing = {"training_time_s": card.training.get("training_time_s"),
+              "inference_images_per_second": images_per_second, "batch_size": batch_size}
 
     out_dir = Path(out_dir)
     metrics_dir = out_dir / "metrics" / card.model_name
     metrics_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(metrics_dir / PREDICTIONS_FILE, index=False)
     write_metrics(metrics, metrics_dir / METRICS_FILE)
+    write_metrics(timing, metrics_dir / TIMING_FILE)
     paths = {}
     if make_figures:
         paths = write_figures(
@@ -223,5 +228,6 @@ def evaluate_model(
         metrics=metrics,
         predictions=table,
         metrics_dir=metrics_dir,
+        timing=timing,
         figures=paths,
     )

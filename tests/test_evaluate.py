@@ -90,7 +90,8 @@ def test_evaluate_writes_predictions_metrics_and_figures(processed_dir, models_d
     metrics = json.loads((tmp_path / "metrics" / "tiny_a" / "metrics.json").read_text())
     assert metrics["n_images"] == len(test)
     assert metrics["n_patients"] == test["patient_id"].nunique()
-    assert metrics["inference"]["images_per_second"] > 0
+    timing = json.loads((tmp_path / "metrics" / "tiny_a" / "timing.json").read_text())
+    assert timing["inference_images_per_second"] > 0 and timing["training_time_s"] == 1.5
     assert metrics["model"]["parameter_count"] == 8  # Dense(1 -> 4)
     assert set(result.figures) == FIGURES
     for path in result.figures.values():
@@ -137,6 +138,19 @@ def test_comparison_refuses_a_stale_metrics_file(tmp_path):
                                  "malignant_vs_rest_auc": 0.7, "bootstrap": {"intervals": {}}}))
     with pytest.raises(ValueError, match=r"old_model.metrics\.json: no macro_f1, .*again"):
         write_comparison(tmp_path)
+
+
+def test_two_evaluations_of_one_model_write_the_same_metrics_file(
+        processed_dir, models_dir, tmp_path):
+    """metrics.json is a function of the model and the data: run facts such as seconds and
+    throughput live in timing.json, so two report runs can be compared byte for byte."""
+    texts = []
+    for run in ("first", "second"):
+        result = evaluate_model(models_dir / "tiny_a", processed_dir, "test", tmp_path / run,
+                                n_bootstrap=20, progress=False, make_figures=False)
+        texts.append(result.metrics_path.read_text())
+    assert texts[0] == texts[1]
+    assert "second" not in texts[0] and "per_second" not in texts[0]
 
 
 def test_find_model_dirs_names_missing(models_dir):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mammo_utils.cli._ranges import integer
+
 NAME = "preprocess"
 HELP = "Crop, flip and cut mammograms into 16-bit PNGs with a manifest (resumable)."
 ORDER = 30
@@ -18,19 +20,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lesions", type=Path, default=None,
                         help="lesions.csv for the roi task (default: beside the index)")
     parser.add_argument("--task", choices=("roi", "image"), default=defaults.task)
-    parser.add_argument("--size", type=int, default=defaults.size,
+    parser.add_argument("--size", type=integer(8), default=defaults.size,
                         help="patch (roi) or image side in pixels")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--workers", type=integer(1), default=1, help="worker processes")
     parser.add_argument("--working-size", default="x".join(map(str, defaults.working_size)),
                         help="HEIGHTxWIDTH the breast is fitted to before cutting patches")
-    parser.add_argument("--normal-per-image", type=int, default=defaults.normal_per_image,
+    parser.add_argument("--normal-per-image", type=integer(0), default=defaults.normal_per_image,
                         help="NORMAL patches drawn from each image (roi)")
-    parser.add_argument("--patches-per-lesion", type=int, default=defaults.patches_per_lesion,
+    parser.add_argument("--patches-per-lesion", type=integer(1),
+                        default=defaults.patches_per_lesion,
                         help="jittered patches cut around each abnormality (roi)")
-    parser.add_argument("--jitter", type=int, default=None,
+    parser.add_argument("--jitter", type=integer(0), default=None,
                         help="largest lesion-centre shift in working pixels (default size/8)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=integer(0), default=defaults.seed)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,7 +101,11 @@ class PreprocessResult:
 
 def read_index(path: Path) -> pd.DataFrame:
     """An ingest ``index.csv`` as strings, checked for the columns and unique image ids."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        cause = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not a CSV table"
+        raise ValueError(f"{path}: cannot read the index: {cause}") from None
     missing = [column for column in INDEX_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: index is missing the column(s) {', '.join(missing)}")

@@ -1,0 +1,104 @@
+"""The hostile corpus (issue 17): each case is built in a temporary folder and run through
+the ``mammo`` command line as a user would; each asserts the exit status, the one line
+that names the file or argument, the counts (in = out + rejected) and that nothing leaks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mammo_utils.cli import main as mammo
+from mammo_utils.inference import Classifier
+
+
+def _usage_error(argv: list[str], capsys) -> str:
+    """Run a command that argparse must refuse; return its one error line."""
+    with pytest.raises(SystemExit) as stop:
+        mammo(argv)
+    assert stop.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    return errors[0]
+
+
+# --- item 9: every numeric argument is range-checked before work starts ---------------
+
+BAD_ARGUMENTS = {
+    "preprocess-workers": (["preprocess", "--workers", "-1"], "--workers"),
+    "preprocess-workers-zero": (["preprocess", "--workers", "0"], "--workers"),
+    "preprocess-size": (["preprocess", "--size", "0"], "--size"),
+    "preprocess-normal": (["preprocess", "--normal-per-image", "-2"], "--normal-per-image"),
+    "preprocess-patches": (["preprocess", "--patches-per-lesion", "0"], "--patches-per-lesion"),
+    "preprocess-jitter": (["preprocess", "--jitter", "-1"], "--jitter"),
+    "predict-stride-negative": (["predict", "x.png", "--stride", "-8"], "--stride"),
+    "predict-stride-zero": (["predict", "x.png", "--stride", "0"], "--stride"),
+    "predict-threshold": (["predict", "x.png", "--threshold", "1.5"], "--threshold"),
+    "predict-max-patches": (["predict", "x.png", "--max-patches", "0"], "--max-patches"),
+    "ingest-val": (["ingest", "folder", "--val-fraction", "1"], "--val-fraction"),
+    "ingest-test": (["ingest", "folder", "--test-fraction", "-0.1"], "--test-fraction"),
+    "ingest-nan": (["ingest", "folder", "--test-fraction", "nan"], "--test-fraction"),
+    "evaluate-batch": (["evaluate", "--batch-size", "0"], "--batch-size"),
+    "evaluate-bootstrap": (["evaluate", "--bootstrap", "-5"], "--bootstrap"),
+    "synth-patients": (["synth", "--patients", "0"], "--patients"),
+    "synth-normal-fraction": (["synth", "--normal-fraction", "2"], "--normal-fraction"),
+}
+REQUIRED = {
+    "preprocess": ["--index", "i.csv", "--out", "o"],
+    "predict": ["--model", "m"],
+    "ingest": ["--root", "r", "--out", "o"],
+    "evaluate": ["--model", "m", "--data", "d", "--out", "o"],
+    "synth": [],
+}
+
+
+@pytest.mark.parametrize("argv, argument", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS)
+def test_out_of_range_argument_is_one_error_line_naming_it(argv, argument, capsys, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _usage_error(argv + REQUIRED[argv[0]], capsys)
+    assert f"argument {argument}:" in line and line.startswith(f"mammo {argv[0]}: error:")
+    assert not any(tmp_path.iterdir())  # refused before any work
+
+
+@pytest.mark.parametrize("option, value, setting", [
+    ("--epochs", "0", "epochs"), ("--epochs", "-1", "epochs"),
+    ("--batch-size", "0", "batch_size"), ("--learning-rate", "-1", "learning_rate"),
+])
+def test_train_settings_are_checked_before_a_model_folder_exists(
+    option, value, setting, tmp_path, capsys
+):
+    out = tmp_path / "model"
+    status = mammo(["train", "--data", str(tmp_path), "--out", str(out), option, value])
+    error = capsys.readouterr().err.strip()
+    assert status == 1 and error.startswith("mammo train: error:") and setting in error
+    assert "\n" not in error and not out.exists()
+
+
+def test_bad_working_size_is_refused(tmp_path, capsys):
+    for size in ("0x0", "-5x4", "100000x100000"):
+        status = mammo(["preprocess", "--index", str(tmp_path / "i.csv"),
+                        "--out", str(tmp_path / "o"), f"--working-size={size}"])
+        error = capsys.readouterr().err.strip()
+        assert status == 1 and "working size" in error and "\n" not in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_index_that_is_not_a_csv_is_named(tmp_path, capsys):
+    index = tmp_path / "some.png"
+    index.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    status = mammo(["preprocess", "--index", str(index), "--out", str(tmp_path / "o")])
+    error = capsys.readouterr().err.strip()
+    assert status == 1 and str(index) in error and "\n" not in error
+
+
+ROI_CARD = {"classes": ["NORMAL", "BENIGN", "MALIGNANT"], "task": "roi", "image_size": 224,
+            "working_size": [1152, 896]}
+
+
+def test_scan_larger_than_the_patch_limit_is_refused_before_reading():
+    assert Classifier(None, ROI_CARD).stride == 112  # the default scan stays under the limit
+    with pytest.raises(ValueError, match=r"625217 patches.*--max-patches"):
+        Classifier(None, ROI_CARD, stride=1)
+    assert Classifier(None, ROI_CARD, stride=1, max_patches=700_000).stride == 1
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        Classifier(None, ROI_CARD, stride=0)

@@ -5,8 +5,11 @@ that names the file or argument, the counts (in = out + rejected) and that nothi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from test_reader_hostile import write_dicom
 
+from mammo_utils import ImageReadError, read_image
 from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier
 
@@ -102,3 +105,23 @@ def test_scan_larger_than_the_patch_limit_is_refused_before_reading():
     assert Classifier(None, ROI_CARD, stride=1, max_patches=700_000).stride == 1
     with pytest.raises(ValueError, match="stride must be at least 1"):
         Classifier(None, ROI_CARD, stride=0)
+
+
+# --- item 10: a DICOM cut short is refused as truncated ---------------------------------
+
+
+def _dicom_bytes(tmp_path) -> bytes:
+    pixels = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) % 4096
+    return write_dicom(tmp_path / "whole.dcm", pixels).read_bytes()
+
+
+def test_dicom_cut_anywhere_inside_an_element_is_called_truncated(tmp_path):
+    data = _dicom_bytes(tmp_path)
+    pixel_data = data.rindex(b"\xe0\x7f\x10\x00")  # (7FE0,0010), little endian
+    for cut in (140, 200, pixel_data - 3, pixel_data + 4, pixel_data + 11, len(data) - 1):
+        path = tmp_path / f"cut{cut}.dcm"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ImageReadError, match="truncated") as refusal:
+            read_image(path)
+        assert str(path) in str(refusal.value) and "\n" not in str(refusal.value)
+    assert read_image(data)[0].shape == (64, 48)

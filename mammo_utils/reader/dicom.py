@@ -16,6 +16,7 @@ Choices, so a reader of the code need not guess:
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pydicom
@@ -48,6 +49,8 @@ _NATIVE_SYNTAXES: dict[tuple[bool, bool], UID] = {
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
 }
+#: Offset of the file meta header: after the 128-byte preamble and the ``DICM`` marker.
+_META_START = 132
 _REQUIRED_PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
 #: Photometric interpretations read: grayscale, and colour models pydicom decodes to RGB.
 #: PALETTE COLOR is refused: its stored values are palette indices, not intensities.
@@ -93,20 +96,67 @@ def _parse(data: bytes, label: str, *, raw: bool) -> Dataset:
     A raw data set has no file meta, so its transfer syntax is the encoding pydicom
     detected while parsing it.
     """
+    if not raw and len(data) < _META_START + 12:
+        raise ImageReadError(label, "truncated: the file ends inside its file meta header")
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=raw)
-        # pydicom parses values lazily, on first access: parse every one now, inside the try.
-        for _ in (*ds.file_meta.iterall(), *ds.iterall()):
-            pass
+        truncated = _meta_truncation(ds, data) or _truncation(ds, len(data))
+        if truncated is None:
+            # pydicom parses values lazily, on first access: parse every one now, inside
+            # the try.
+            for _ in (*ds.file_meta.iterall(), *ds.iterall()):
+                pass
+    except struct.error as exc:  # a length field itself cut off by the end of the file
+        raise ImageReadError(label, "truncated: the file ends inside a data element") from exc
     except Exception as exc:  # hostile bytes can fail anywhere in the parser
         reason = f"not a readable DICOM file ({type(exc).__name__}: {exc})"
         raise ImageReadError(label, reason) from exc
+    if truncated is not None:
+        raise ImageReadError(label, truncated)
     if not isinstance(ds.file_meta.get("TransferSyntaxUID", ""), str):
         raise ImageReadError(label, "the file meta Transfer Syntax UID is not a UID string")
     if raw and "TransferSyntaxUID" not in ds.file_meta:
         implicit_vr, little_endian = ds.original_encoding
         ds.file_meta.TransferSyntaxUID = _NATIVE_SYNTAXES[(implicit_vr, little_endian)]
     return ds
+
+
+def _meta_truncation(ds: Dataset, data: bytes) -> str | None:
+    """Why the file meta header is cut short, from its group length, or ``None``."""
+    group_length = ds.file_meta.get("FileMetaInformationGroupLength")
+    if data[128:132] != b"DICM" or not isinstance(group_length, int):
+        return _truncation(ds.file_meta, len(data))
+    if len(data) < _META_START + 12 + group_length:
+        return "truncated: the file ends inside its file meta header"
+    return None
+
+
+def _truncation(ds: Dataset, size: int) -> str | None:
+    """Why a parsed data set is cut short, or ``None``.
+
+    pydicom stops silently at the end of the file, inside an element's header or value,
+    so a truncated file would otherwise look like a complete one that lacks its later
+    elements (Pixel Data, most often). The last element, still raw (unparsed), says
+    where the data set should end.
+    """
+    if not ds:
+        return None
+    tag = max(ds.keys())
+    last = ds.get_item(tag)
+    length = getattr(last, "length", 0)
+    position = getattr(last, "value_tell", None)
+    if position is None or length == 0xFFFFFFFF:  # undefined length: ends with a delimiter
+        return None
+    end = position + length
+    if end > size:
+        element = "pixel data" if tag == 0x7FE00010 else f"element {tag}"
+        return (
+            f"{element} truncated: {length} bytes declared, the file ends "
+            f"{end - size} bytes short"
+        )
+    if end < size and size - end < 8:
+        return f"truncated: the file ends inside the header of the element after {tag}"
+    return None
 
 
 def _header_metadata(ds: Dataset, name: str | None) -> dict:

@@ -12,6 +12,7 @@ from test_reader_hostile import write_dicom
 from mammo_utils import ImageReadError, read_image
 from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier
+from mammo_utils.reader.errors import describe_exception
 
 
 def _usage_error(argv: list[str], capsys) -> str:
@@ -125,3 +126,34 @@ def test_dicom_cut_anywhere_inside_an_element_is_called_truncated(tmp_path):
             read_image(path)
         assert str(path) in str(refusal.value) and "\n" not in str(refusal.value)
     assert read_image(data)[0].shape == (64, 48)
+
+
+# --- item 4: a reason names the file and the cause, never the file's content -----------
+
+SECRET = "s3cr3t-Jane-Doe"
+
+
+@pytest.mark.parametrize("content", [
+    f"root:x:0:0:{SECRET}:/root:/bin/bash\n".encode(),
+    SECRET.encode() + bytes(range(256)),
+    b"\0" * 128 + b"DICM" + SECRET.encode() * 8,
+])
+def test_refusal_reason_never_echoes_the_file(tmp_path, content):
+    path = tmp_path / "scan.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError) as refusal:
+        read_image(path)
+    message = str(refusal.value)
+    assert str(path) in message
+    assert SECRET not in message and "root:x" not in message and "s3cr" not in message
+
+
+def test_library_messages_are_masked():
+    error = ValueError(f"invalid literal for int() with base 10: '{SECRET}' or b'\\x00{SECRET}'")
+    assert describe_exception(error) == (
+        "ValueError: invalid literal for int() with base 10: <value> or <value>"
+    )
+    error = ValueError("'Bits Stored' value of '20', 'Patient ID' '99812345', date '19650412'")
+    assert describe_exception(error) == (
+        "ValueError: 'Bits Stored' value of '20', 'Patient ID' <value>, date <value>"
+    )

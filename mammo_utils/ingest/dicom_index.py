@@ -20,6 +20,7 @@ import pydicom
 from tqdm.auto import tqdm
 
 from mammo_utils.files import atomic_write_csv
+from mammo_utils.reader.errors import describe_exception
 
 #: Columns of the header index (``path`` is absolute).
 HEADER_COLUMNS: tuple[str, ...] = (
@@ -76,8 +77,10 @@ def read_header(path: Path) -> dict[str, object]:
             error="",
         )
     except Exception as err:  # see the docstring: any parser failure means unreadable
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-        record["error"] = f"not a readable DICOM file: {reason}"
+        if isinstance(err, OSError) and err.strerror:
+            record["error"] = f"cannot be read: {err.strerror}"
+        else:
+            record["error"] = f"not a readable DICOM file ({describe_exception(err)})"
     return record
 
 

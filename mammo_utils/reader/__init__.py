@@ -125,4 +125,15 @@ def _unrecognised_reason(data: bytes, name: str | None) -> str:
     suffix = Path(name).suffix.lower() if name else ""
     if suffix in _DICOM_SUFFIXES:
         return f"named {suffix} but not DICOM: no 'DICM' marker at byte 128"
-    return f"not a DICOM, PNG, JPEG or PGM file (starts with {data[:8]!r})"
+    kind = "text" if _looks_like_text(data) else "binary data"
+    return f"not a DICOM, PNG, JPEG or PGM file (unrecognised {kind}, {len(data)} bytes)"
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """Whether the first kilobyte is printable ASCII or UTF-8 text (for the reason only)."""
+    head = data[:1024]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(character.isprintable() or character.isspace() for character in text)

@@ -16,6 +16,7 @@ Choices, so a reader of the code need not guess:
 from __future__ import annotations
 
 import io
+import re
 import struct
 
 import numpy as np
@@ -31,7 +32,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from mammo_utils.reader.errors import ImageReadError, ensure_pixel_count
+from mammo_utils.reader.errors import ImageReadError, describe_exception, ensure_pixel_count
 from mammo_utils.reader.intensity import scale_to_unit, to_grayscale, window_to_unit
 from mammo_utils.reader.metadata import (
     IDENTIFYING_KEYWORDS,
@@ -109,7 +110,7 @@ def _parse(data: bytes, label: str, *, raw: bool) -> Dataset:
     except struct.error as exc:  # a length field itself cut off by the end of the file
         raise ImageReadError(label, "truncated: the file ends inside a data element") from exc
     except Exception as exc:  # hostile bytes can fail anywhere in the parser
-        reason = f"not a readable DICOM file ({type(exc).__name__}: {exc})"
+        reason = f"not a readable DICOM file ({describe_exception(exc)})"
         raise ImageReadError(label, reason) from exc
     if truncated is not None:
         raise ImageReadError(label, truncated)
@@ -218,7 +219,7 @@ def _check_decodable(ds: Dataset, label: str, warnings: list[str]) -> str:
     if photometric not in _SUPPORTED_PHOTOMETRIC:
         raise ImageReadError(
             label,
-            f"photometric interpretation {photometric!r} is not supported "
+            f"photometric interpretation {_code_string(photometric)} is not supported "
             "(grayscale MONOCHROME1/2, or RGB/YBR colour)",
         )
     ensure_pixel_count(int(ds.Rows), int(ds.Columns), label)
@@ -266,8 +267,7 @@ def _decode_first_frame(ds: Dataset, label: str, plugin: str) -> np.ndarray:
         ts = UID(ds.file_meta.TransferSyntaxUID)
         plugins = plugin or ", ".join(get_decoder(ts).available_plugins)
         decoders = f" by the installed decoders ({plugins})" if plugins else ""
-        cause = " ".join(str(exc).split())
-        cause = cause if len(cause) <= 240 else cause[:240] + "..."
+        cause = describe_exception(exc)
         raise ImageReadError(
             label,
             f"{ds.get('BitsStored', '?')}-bit {ts.name} pixel data could not be "
@@ -386,6 +386,14 @@ def _lut_entries(
     if entries.min() < 0 or entries.max() >= 2 ** (8 if bits == 8 else 16):
         return None, f"LUT values do not fit its {bits}-bit entries"
     return entries, None
+
+
+def _code_string(value: str) -> str:
+    """A DICOM code string (upper case, digits, ``_``, space, at most 16) quoted, else a
+    note that it is none: a header's free text is never repeated in a reason."""
+    if re.fullmatch(r"[A-Z0-9_ ]{1,16}", value):
+        return repr(value)
+    return "(not a valid code string)"
 
 
 def _first_number(value: object) -> float | None:

@@ -5,14 +5,30 @@ that names the file or argument, the counts (in = out + rejected) and that nothi
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
+from fixtures_preprocess import make_breast
 from test_reader_hostile import write_dicom
 
 from mammo_utils import ImageReadError, read_image
 from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier
+from mammo_utils.ingest import INDEX_FILE
+from mammo_utils.preprocess import MANIFEST_FILE
+from mammo_utils.preprocess.job import safe_name
 from mammo_utils.reader.errors import describe_exception
+
+
+def _one_error(capsys) -> str:
+    """The one ``error:`` line the last command wrote to stderr (progress bars aside)."""
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1, errors
+    return errors[0]
 
 
 def _usage_error(argv: list[str], capsys) -> str:
@@ -157,3 +173,56 @@ def test_library_messages_are_masked():
     assert describe_exception(error) == (
         "ValueError: 'Bits Stored' value of '20', 'Patient ID' <value>, date <value>"
     )
+
+
+# --- item 1: two source files never share an image id or an output file ----------------
+
+
+def _write_breast(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.rint(make_breast((160, 128), seed=seed) * 255).astype(np.uint8)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def _ingest_folder(root: Path, out: Path, *extra: str) -> int:
+    return mammo(["ingest", "folder", "--root", str(root), "--out", str(out),
+                  "--val-fraction", "0", "--test-fraction", "0", *extra])
+
+
+def test_colliding_names_keep_every_image(tmp_path, capsys):
+    root = tmp_path / "images"
+    names = ["MALIGNANT/case 1.png", "MALIGNANT/case_1.png", "BENIGN/a/b.png",
+             "BENIGN/a__b.png", "NORMAL/x.png", "NORMAL/x.jpg"]
+    for seed, name in enumerate(names):
+        _write_breast(root / name, seed)
+    assert _ingest_folder(root, tmp_path / "interim") == 0
+    index = pd.read_csv(tmp_path / "interim" / INDEX_FILE, dtype=str)
+    assert index["image_id"].nunique() == len(names)
+    out = tmp_path / "processed"
+    assert mammo(["preprocess", "--index", str(tmp_path / "interim" / INDEX_FILE),
+                  "--task", "image", "--size", "32", "--out", str(out)]) == 0
+    manifest = pd.read_csv(out / MANIFEST_FILE, dtype=str)
+    assert len(manifest) == len(names) and manifest["path"].nunique() == len(names)
+    pixels = {(out / path).read_bytes() for path in manifest["path"]}
+    assert len(pixels) == len(names)  # six files, six different images
+    capsys.readouterr()
+
+
+def test_ingest_refuses_one_id_for_two_images_naming_both(tmp_path, capsys):
+    first = _write_breast(tmp_path / "one" / "BENIGN" / "a.png", 0)
+    second = _write_breast(tmp_path / "two" / "BENIGN" / "a.png", 1)
+    status = _ingest_folder(tmp_path / "one", tmp_path / "interim",
+                            "--also", f"folder:{tmp_path / 'two'}")
+    error = _one_error(capsys)
+    assert status == 1 and error.startswith("mammo ingest: error:")
+    assert "'BENIGN/a.png'" in error and str(first) in error and str(second) in error
+    assert not (tmp_path / "interim" / INDEX_FILE).exists()
+
+
+def test_output_names_differ_for_identifiers_that_differ():
+    identifiers = ["case 1", "case_1", "case__1", "case/1", "case_1+x", "a/b", "a__b", "é"]
+    names = [safe_name(text) for text in identifiers]
+    assert len(set(names)) == len(identifiers)
+    assert safe_name("IMG_A_normal_0") == "IMG_A_normal_0"  # plain ids keep their names
+    assert all(re.fullmatch(r"[A-Za-z0-9._+-]+", name) for name in names)

@@ -378,7 +378,7 @@ def test_folder_ingest_counts_broken_links_and_bad_names(tmp_path):
     (root / "BENIGN" / os.fsdecode(b"\xfe.png")).write_bytes(b"whatever")
     result = ingest("folder", root)
     result.check_reconciliation()
-    assert result.index["image_id"].tolist() == ["BENIGN__ok"]
+    assert result.index["image_id"].tolist() == ["BENIGN/ok.png"]
     reasons = dict(zip(result.rejects["source"], result.rejects["reason"], strict=True))
     assert reasons == {
         "BENIGN/a.png": "broken symbolic link",

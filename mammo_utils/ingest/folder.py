@@ -7,7 +7,9 @@ supported image, so the files counted in equal the images kept plus the files re
 The patient is the file stem unless ``<root>/patients.csv`` (columns ``file``,
 ``patient_id``; ``file`` is the path relative to the root or the bare file name) maps it.
 DICOM files give laterality and view from their headers; other formats leave them empty.
-Image ids are the relative paths without suffix, ``/`` replaced by ``__``.
+Image ids are the relative paths (``MALIGNANT/case 1.png``): unique by construction, where
+any shortening (dropping the suffix, joining folders with ``__``) would let two files
+(``a/b.png`` and ``a__b.png``, ``x.png`` and ``x.dcm``) share one id.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def ingest(root: Path, *, views: Iterable[str] | None = None) -> IngestResult:
             continue
         index_records.append(
             {
-                "image_id": relative.rsplit(".", 1)[0].replace("/", "__"),
+                "image_id": relative,
                 "patient_id": patients.get(relative, patients.get(path.name, path.stem)),
                 "dataset": "folder",
                 "official_split": "none",

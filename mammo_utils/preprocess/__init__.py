@@ -163,6 +163,18 @@ def _plan(
     return finished, jobs
 
 
+def _check_unique_outputs(manifest: pd.DataFrame) -> None:
+    """Raise ``AssertionError`` when two manifest rows share one file: output names are
+    unique by construction (``safe_name``), so a clash is a fault of the task code."""
+    shared = manifest[manifest["path"].duplicated(keep=False)]
+    if not shared.empty:
+        first = shared.iloc[0]
+        owners = shared.loc[shared["path"] == first["path"], "image_id"].tolist()
+        raise AssertionError(
+            f"output {first['path']} written for several items (images {', '.join(owners)})"
+        )
+
+
 def _lesion_counts(
     frame: pd.DataFrame, lesions: dict, records: list[DoneRecord], manifest: pd.DataFrame
 ) -> dict:
@@ -242,6 +254,7 @@ def run_preprocess(
         [reject for record in ordered for reject in record.rejects], columns=REJECT_COLUMNS
     )
     assert_no_patient_leakage(manifest)
+    _check_unique_outputs(manifest)
     lesion_counts = _lesion_counts(frame, by_image, ordered, manifest)
     atomic_write_csv(out_dir / REJECTS_FILE, rejects)
     atomic_write_csv(out_dir / MANIFEST_FILE, manifest)

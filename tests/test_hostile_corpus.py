@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_preprocess import make_breast
+from fixtures_preprocess import make_breast, tiny_dataset
 from test_reader_hostile import write_dicom
 
 from mammo_utils import ImageReadError, read_image
 from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier
-from mammo_utils.ingest import INDEX_FILE
+from mammo_utils.ingest import INDEX_FILE, RECONCILIATION_FILE, REJECTS_FILE
 from mammo_utils.preprocess import MANIFEST_FILE
 from mammo_utils.preprocess.job import safe_name
 from mammo_utils.reader.errors import describe_exception
@@ -226,3 +226,68 @@ def test_output_names_differ_for_identifiers_that_differ():
     assert len(set(names)) == len(identifiers)
     assert safe_name("IMG_A_normal_0") == "IMG_A_normal_0"  # plain ids keep their names
     assert all(re.fullmatch(r"[A-Za-z0-9._+-]+", name) for name in names)
+
+
+# --- item 2: ingest indexes only files readable as images; preprocess exit status -------
+
+
+def _png_header(height: int, width: int) -> bytes:
+    """A PNG signature and IHDR claiming ``height`` x ``width``, then IEND (no pixels)."""
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + len(ihdr).to_bytes(4, "big") + b"IHDR" + ihdr
+            + b"\0" * 4 + b"\0\0\0\0IEND\xaeB`\x82")
+
+
+def _bad_files(root: Path) -> dict[str, str]:
+    """Write every unreadable file of the corpus; return relative path -> expected reason."""
+    good = cv2.imencode(".png", (make_breast((160, 128)) * 255).astype(np.uint8))[1].tobytes()
+    dicom = write_dicom(root / "scratch.dcm", np.zeros((32, 24), np.uint16)).read_bytes()
+    (root / "scratch.dcm").unlink()
+    files = {
+        "NORMAL/empty.png": (b"", "empty file"),
+        "NORMAL/text.png": (f"root:x:0:0:{SECRET}\n".encode(), "unrecognised text"),
+        "NORMAL/huge.png": (_png_header(60000, 60000), "megapixel limit"),
+        "NORMAL/cut.png": (good[: len(good) // 2], "PNG truncated"),
+        "BENIGN/cut.dcm": (dicom[:-100], "pixel data truncated"),
+    }
+    for relative, (content, _) in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(content)
+    write_dicom(root / "BENIGN" / "nopixels.dcm", None)
+    return {**{name: reason for name, (_, reason) in files.items()},
+            "BENIGN/nopixels.dcm": "no Pixel Data"}
+
+
+def test_folder_ingest_rejects_every_unreadable_file_with_its_reason(tmp_path, capsys):
+    root = tmp_path / "images"
+    for seed, name in enumerate(["NORMAL/g1.png", "MALIGNANT/g2.png"]):
+        _write_breast(root / name, seed)
+    expected = _bad_files(root)
+    assert _ingest_folder(root, tmp_path / "interim") == 0
+    interim = tmp_path / "interim"
+    index = pd.read_csv(interim / INDEX_FILE, dtype=str)
+    rejects = pd.read_csv(interim / REJECTS_FILE, dtype=str)
+    assert sorted(index["image_id"]) == ["MALIGNANT/g2.png", "NORMAL/g1.png"]
+    reasons = dict(zip(rejects["source"], rejects["reason"], strict=True))
+    assert set(reasons) == set(expected)
+    for name, reason in expected.items():
+        assert reason in reasons[name], (name, reasons[name])
+    counts = pd.read_csv(interim / RECONCILIATION_FILE).iloc[0]
+    assert counts["total"] == 2 + len(expected) == counts["kept"] + counts["rejected"]
+    assert SECRET not in "".join(path.read_text() for path in interim.iterdir())
+    capsys.readouterr()
+
+
+def test_preprocess_fails_on_rejects_unless_allowed_and_always_when_empty(tmp_path, capsys):
+    index_path, _ = tiny_dataset(tmp_path / "data")  # five images and one text file
+    run = ["preprocess", "--index", str(index_path), "--task", "image", "--size", "32"]
+    assert mammo([*run, "--out", str(tmp_path / "a")]) == 1
+    error = _one_error(capsys)
+    assert "1 rejects (1 of 6 images)" in error and str(tmp_path / "a" / REJECTS_FILE) in error
+    assert mammo([*run, "--out", str(tmp_path / "b"), "--allow-rejects"]) == 0
+    capsys.readouterr()
+    index = pd.read_csv(index_path, dtype=str)
+    index[index["image_id"] == "IMG_BAD"].to_csv(tmp_path / "bad.csv", index=False)
+    status = mammo(["preprocess", "--index", str(tmp_path / "bad.csv"), "--task", "image",
+                    "--size", "32", "--out", str(tmp_path / "c"), "--allow-rejects"])
+    assert status == 1 and "nothing was written" in _one_error(capsys)

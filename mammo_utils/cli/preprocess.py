@@ -1,8 +1,14 @@
-"""``mammo preprocess``: crops (``image``) or patches (``roi``) as 16-bit PNGs + manifest."""
+"""``mammo preprocess``: crops (``image``) or patches (``roi``) as 16-bit PNGs + manifest.
+
+Exit status: 0 when every image and lesion gave its outputs; 1 when anything was
+rejected (listed in ``rejects.csv``; ``--allow-rejects`` accepts a run with rejects as
+long as it wrote something) and always when nothing was written.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mammo_utils.cli._ranges import integer
@@ -34,9 +40,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter", type=integer(0), default=None,
                         help="largest lesion-centre shift in working pixels (default size/8)")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed)
+    parser.add_argument("--allow-rejects", action="store_true",
+                        help="exit 0 although images or lesions were rejected (a run that "
+                        "wrote nothing still fails)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from mammo_utils.ingest import REJECTS_FILE
     from mammo_utils.preprocess import PreprocessConfig, parse_working_size, run_preprocess
 
     config = PreprocessConfig(
@@ -48,4 +58,14 @@ def run(args: argparse.Namespace) -> int:
         args.index, args.out, config, lesions=args.lesions, workers=args.workers
     )
     print(result.summary())
+    rejects = result.out_dir / REJECTS_FILE
+    if result.manifest.empty:
+        print(f"mammo preprocess: error: nothing was written; {len(result.rejects)} rejects "
+              f"in {rejects}", file=sys.stderr)
+        return 1
+    if len(result.rejects) and not args.allow_rejects:
+        print(f"mammo preprocess: error: {len(result.rejects)} rejects "
+              f"({result.images_rejected} of {result.images_in} images), listed in {rejects}; "
+              "--allow-rejects accepts them", file=sys.stderr)
+        return 1
     return 0

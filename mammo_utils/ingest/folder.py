@@ -6,7 +6,10 @@ file in a folder that names no class is rejected, as is every file that is not a
 supported image, so the files counted in equal the images kept plus the files rejected.
 The patient is the file stem unless ``<root>/patients.csv`` (columns ``file``,
 ``patient_id``; ``file`` is the path relative to the root or the bare file name) maps it.
-DICOM files give laterality and view from their headers; other formats leave them empty.
+Every file is checked readable as an image before it is indexed (its header, without
+decoding the pixels: :func:`mammo_utils.reader.check_image`); one that is empty, text,
+truncated, without pixel data or oversized is rejected with the reader's reason. DICOM
+files give laterality and view from their headers; other formats leave them empty.
 Image ids are the relative paths (``MALIGNANT/case 1.png``): unique by construction, where
 any shortening (dropping the suffix, joining folders with ``__``) would let two files
 (``a/b.png`` and ``a__b.png``, ``x.png`` and ``x.dcm``) share one id.
@@ -22,7 +25,8 @@ from tqdm.auto import tqdm
 
 from mammo_utils.classes import UnknownLabelError, normalize_label
 from mammo_utils.ingest import IngestResult
-from mammo_utils.ingest.dicom_index import printable, read_header
+from mammo_utils.ingest.dicom_index import printable
+from mammo_utils.reader import ImageReadError, check_image
 
 IMAGE_SUFFIXES = frozenset({".dcm", ".png", ".jpg", ".jpeg", ".pgm"})
 PATIENTS_CSV = "patients.csv"
@@ -52,10 +56,17 @@ def _files(root: Path) -> list[Path]:
     )
 
 
-def _dicom_tags(path: Path) -> tuple[str, str, str]:
-    """(laterality, view, error) from a DICOM header."""
-    header = read_header(path)
-    return str(header.get("laterality", "")), str(header.get("view", "")), str(header["error"])
+def _image_tags(path: Path) -> tuple[str, str, str]:
+    """(laterality, view, reject reason) of a file, checked readable as an image without
+    decoding its pixels (:func:`~mammo_utils.reader.check_image`); laterality and view
+    come from DICOM headers only."""
+    try:
+        metadata = check_image(path)
+    except ImageReadError as error:
+        return "", "", error.reason
+    if metadata["format"] != "dicom":
+        return "", "", ""
+    return metadata["laterality"] or "", metadata["view"] or "", ""
 
 
 def _classify(path: Path, root: Path) -> tuple[str, str]:
@@ -88,8 +99,8 @@ def ingest(root: Path, *, views: Iterable[str] | None = None) -> IngestResult:
         relative = printable(path.relative_to(root).as_posix())
         label, reason = _classify(path, root)
         laterality, view = "", ""
-        if not reason and path.suffix.lower() == ".dcm":
-            laterality, view, reason = _dicom_tags(path)
+        if not reason:
+            laterality, view, reason = _image_tags(path)
         if not reason and views_set is not None and view and view not in views_set:
             reason = f"view {view!r} not selected ({','.join(sorted(views_set))})"
         if reason:

@@ -91,6 +91,16 @@ def read_dicom(
     return image, metadata
 
 
+def check_dicom(data: bytes, label: str, *, name: str | None, raw: bool = False) -> dict:
+    """The header metadata of a DICOM file that :func:`read_dicom` would go on to decode;
+    raises :class:`ImageReadError` for everything refused before decoding (truncation,
+    no or short pixel data, an oversized or incomplete header, no decoder)."""
+    ds = _parse(data, label, raw=raw)
+    metadata = _header_metadata(ds, name)
+    _check_decodable(ds, label, metadata["warnings"])
+    return metadata
+
+
 def _parse(data: bytes, label: str, *, raw: bool) -> Dataset:
     """Parse the whole data set, every value included; any parser failure becomes a refusal.
 

@@ -291,3 +291,34 @@ def test_preprocess_fails_on_rejects_unless_allowed_and_always_when_empty(tmp_pa
     status = mammo(["preprocess", "--index", str(tmp_path / "bad.csv"), "--task", "image",
                     "--size", "32", "--out", str(tmp_path / "c"), "--allow-rejects"])
     assert status == 1 and "nothing was written" in _one_error(capsys)
+
+
+# --- item 3: symbolic links out of the data root are refused unless asked ---------------
+
+
+def test_links_out_of_the_root_are_rejected_unless_followed(tmp_path, capsys):
+    root, outside = tmp_path / "images", tmp_path / "elsewhere"
+    _write_breast(root / "NORMAL" / "inside.png", 0)
+    _write_breast(outside / "scan.png", 1)
+    _write_breast(outside / "folder" / "deep.png", 2)
+    (root / "NORMAL" / "same.png").symlink_to(root / "NORMAL" / "inside.png")
+    (root / "BENIGN").mkdir()
+    (root / "BENIGN" / "link.png").symlink_to(outside / "scan.png")
+    (root / "BENIGN" / "passwd.png").symlink_to("/etc/passwd")
+    (root / "MALIGNANT").symlink_to(outside / "folder", target_is_directory=True)
+    assert _ingest_folder(root, tmp_path / "a") == 0
+    index = pd.read_csv(tmp_path / "a" / INDEX_FILE, dtype=str)
+    rejects = pd.read_csv(tmp_path / "a" / REJECTS_FILE, dtype=str)
+    assert sorted(index["image_id"]) == ["NORMAL/inside.png", "NORMAL/same.png"]
+    outside_links = rejects[rejects["reason"].str.contains("outside the data root")]
+    assert set(outside_links["source"]) >= {"BENIGN/link.png", "BENIGN/passwd.png"}
+    assert "root:" not in (tmp_path / "a" / REJECTS_FILE).read_text()
+    counts = pd.read_csv(tmp_path / "a" / RECONCILIATION_FILE).iloc[0]
+    assert counts["total"] == counts["kept"] + counts["rejected"] == len(index) + len(rejects)
+
+    assert _ingest_folder(root, tmp_path / "b", "--follow-symlinks") == 0
+    followed = pd.read_csv(tmp_path / "b" / INDEX_FILE, dtype=str)
+    assert "BENIGN/link.png" in set(followed["image_id"])
+    reasons = pd.read_csv(tmp_path / "b" / REJECTS_FILE, dtype=str).set_index("source")
+    assert "not a DICOM, PNG, JPEG or PGM" in reasons.loc["BENIGN/passwd.png", "reason"]
+    capsys.readouterr()

@@ -55,6 +55,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="CBIS-DDSM: index the CSV rows without looking for images (image_path empty)",
     )
     parser.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="folder: include files that symbolic links bring in from outside --root "
+        "(by default they are rejected)",
+    )
+    parser.add_argument(
         "--also",
         type=_also,
         action="append",
@@ -66,6 +72,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _options(dataset: str, args: argparse.Namespace, cache_name: str) -> dict:
     options: dict = {"views": args.views}
+    if dataset == "folder":
+        options["follow_symlinks"] = args.follow_symlinks
     if dataset == "cbis-ddsm":
         options["cache_path"] = args.out / cache_name
         options["require_images"] = not args.csv_only

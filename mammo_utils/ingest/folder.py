@@ -17,6 +17,7 @@ any shortening (dropping the suffix, joining folders with ``__``) would let two 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,11 +70,14 @@ def _image_tags(path: Path) -> tuple[str, str, str]:
     return metadata["laterality"] or "", metadata["view"] or "", ""
 
 
-def _classify(path: Path, root: Path) -> tuple[str, str]:
+def _classify(path: Path, root: Path, follow_symlinks: bool = False) -> tuple[str, str]:
     """(label, reject reason) of one file from its class folder and suffix."""
     relative = path.relative_to(root)
     if printable(str(relative)) != str(relative):
         return "", "file name is not valid UTF-8; rename it"
+    # realpath, unlike Path.resolve, does not raise on a link loop (rejected below as broken)
+    if not follow_symlinks and not Path(os.path.realpath(path)).is_relative_to(root):
+        return "", "symbolic link to a file outside the data root (--follow-symlinks includes it)"
     if not path.is_file():
         return "", "broken symbolic link"
     if len(relative.parts) < 2:
@@ -87,9 +91,13 @@ def _classify(path: Path, root: Path) -> tuple[str, str]:
     return label, ""
 
 
-def ingest(root: Path, *, views: Iterable[str] | None = None) -> IngestResult:
+def ingest(
+    root: Path, *, views: Iterable[str] | None = None, follow_symlinks: bool = False
+) -> IngestResult:
     """Ingest a folder-per-class image tree. With ``views``, a DICOM whose view is known
-    and not selected is rejected; images of unknown view are kept."""
+    and not selected is rejected; images of unknown view are kept. A symbolic link
+    leading out of ``root`` (to the file itself or through a linked folder) is rejected
+    unless ``follow_symlinks``: a data root never pulls in other files unasked."""
     root = Path(root).resolve()
     patients = read_patient_map(root)
     views_set = {view.strip().upper() for view in views} if views else None
@@ -97,7 +105,7 @@ def ingest(root: Path, *, views: Iterable[str] | None = None) -> IngestResult:
     index_records, rejects = [], []
     for path in tqdm(files, desc="folder images", unit="file"):
         relative = printable(path.relative_to(root).as_posix())
-        label, reason = _classify(path, root)
+        label, reason = _classify(path, root, follow_symlinks)
         laterality, view = "", ""
         if not reason:
             laterality, view, reason = _image_tags(path)

@@ -5,7 +5,9 @@ that names the file or argument, the counts (in = out + rejected) and that nothi
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -19,6 +21,7 @@ from mammo_utils import ImageReadError, read_image
 from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier
 from mammo_utils.ingest import INDEX_FILE, RECONCILIATION_FILE, REJECTS_FILE
+from mammo_utils.model_card import CARD_FILE, MODEL_FILE
 from mammo_utils.preprocess import MANIFEST_FILE
 from mammo_utils.preprocess.job import safe_name
 from mammo_utils.reader.errors import describe_exception
@@ -322,3 +325,44 @@ def test_links_out_of_the_root_are_rejected_unless_followed(tmp_path, capsys):
     reasons = pd.read_csv(tmp_path / "b" / REJECTS_FILE, dtype=str).set_index("source")
     assert "not a DICOM, PNG, JPEG or PGM" in reasons.loc["BENIGN/passwd.png", "reason"]
     capsys.readouterr()
+
+
+# --- item 8: a model card is checked against limits and tied to its model file ---------
+
+BAD_CARDS = {
+    "working-zero": ({"working_size": [0, 0]}, "working_size side must be an integer in"),
+    "working-one": ({"working_size": [1, 1]}, "working_size side must be an integer in"),
+    "working-negative": ({"working_size": [-128, 96]}, "working_size side"),
+    "working-one-number": ({"working_size": [128]}, "working_size must be [height, width]"),
+    "working-huge": ({"working_size": [100000, 100000]}, "working_size side"),
+    "image-size-zero": ({"image_size": 0}, "image_size must be an integer in"),
+    "task": ({"task": "segment"}, "task must be one of"),
+    "classes-reordered": (
+        {"classes": ["BENIGN", "BENIGN_WITHOUT_CALLBACK", "MALIGNANT", "NORMAL"]},
+        "changed after the model was saved",
+    ),
+    "unsealed": ({"model_file": {}}, "does not record its model.keras"),
+}
+
+
+@pytest.mark.parametrize("change, reason", BAD_CARDS.values(), ids=BAD_CARDS)
+def test_bad_model_card_is_refused_before_any_image(change, reason, bright_roi_model_dir,
+                                                    breast_png, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(bright_roi_model_dir, model_dir)
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    (model_dir / CARD_FILE).write_text(json.dumps({**card, **change}))
+    status = mammo(["predict", str(breast_png), "--model", str(model_dir)])
+    error = _one_error(capsys)
+    assert status == 1 and str(model_dir) in error and reason in error
+
+
+def test_replaced_model_file_is_refused(bright_roi_model_dir, breast_png, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(bright_roi_model_dir, model_dir)
+    with (model_dir / MODEL_FILE).open("ab") as stream:
+        stream.write(b"\0")
+    status = mammo(["predict", str(breast_png), "--model", str(model_dir)])
+    error = _one_error(capsys)
+    assert status == 1 and "not the file its card was saved with" in error
+    assert mammo(["predict", str(breast_png), "--model", str(bright_roi_model_dir)]) == 0

@@ -6,8 +6,13 @@ that names the file or argument, the counts (in = out + rejected) and that nothi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -22,9 +27,11 @@ from mammo_utils.cli import main as mammo
 from mammo_utils.inference import Classifier
 from mammo_utils.ingest import INDEX_FILE, RECONCILIATION_FILE, REJECTS_FILE
 from mammo_utils.model_card import CARD_FILE, MODEL_FILE
-from mammo_utils.preprocess import MANIFEST_FILE
+from mammo_utils.preprocess import MANIFEST_FILE, FolderLock
 from mammo_utils.preprocess.job import safe_name
 from mammo_utils.reader.errors import describe_exception
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _one_error(capsys) -> str:
@@ -366,3 +373,50 @@ def test_replaced_model_file_is_refused(bright_roi_model_dir, breast_png, tmp_pa
     error = _one_error(capsys)
     assert status == 1 and "not the file its card was saved with" in error
     assert mammo(["predict", str(breast_png), "--model", str(bright_roi_model_dir)]) == 0
+
+
+# --- item 7: one preprocess run at a time per output folder -----------------------------
+
+
+def test_second_run_into_a_held_folder_fails_at_once_naming_the_owner(tmp_path, capsys):
+    index_path, _ = tiny_dataset(tmp_path / "data", corrupt=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = ["preprocess", "--index", str(index_path), "--task", "image", "--size", "32",
+           "--out", str(out)]
+    with FolderLock(out):
+        started = time.monotonic()
+        assert mammo(run) == 1
+        assert time.monotonic() - started < 10
+        error = _one_error(capsys)
+        assert str(out) in error and f"process id {os.getpid()}" in error
+        assert not (out / MANIFEST_FILE).exists()
+    holder = FolderLock(out).__enter__()
+    release = threading.Timer(1.0, holder.__exit__, args=(None, None, None))
+    release.start()
+    try:
+        assert mammo([*run, "--wait"]) == 0  # waits for the holder, then runs
+    finally:
+        release.join()
+    assert len(pd.read_csv(out / MANIFEST_FILE)) == 5
+
+
+def test_two_concurrent_runs_into_one_folder(tmp_path):
+    index_path, _ = tiny_dataset(tmp_path / "data", corrupt=False)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mammo_utils", "preprocess", "--index", str(index_path),
+               "--task", "roi", "--size", "64", "--working-size", "320x256", "--out", str(out)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(2)]
+    try:
+        results = [run.communicate(timeout=120) for run in runs]
+    finally:
+        for run in runs:
+            run.kill()
+    statuses = [run.returncode for run in runs]
+    for status, (_, err) in zip(statuses, results, strict=True):
+        assert status == 0 or (status == 1 and "process id" in err and str(out) in err), err
+        assert "Traceback" not in err and ".partial" not in err
+    assert 0 in statuses
+    manifest = pd.read_csv(out / MANIFEST_FILE)
+    assert all((out / path).is_file() for path in manifest["path"])

@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jitter", type=integer(0), default=None,
                         help="largest lesion-centre shift in working pixels (default size/8)")
     parser.add_argument("--seed", type=integer(0), default=defaults.seed)
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for another run writing the same output folder to end "
+                        "(default: fail at once, naming its process id)")
     parser.add_argument("--allow-rejects", action="store_true",
                         help="exit 0 although images or lesions were rejected (a run that "
                         "wrote nothing still fails)")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter, seed=args.seed,
     )
     result = run_preprocess(
-        args.index, args.out, config, lesions=args.lesions, workers=args.workers
+        args.index, args.out, config, lesions=args.lesions, workers=args.workers,
+        wait_for_lock=args.wait,
     )
     print(result.summary())
     rejects = result.out_dir / REJECTS_FILE

@@ -26,6 +26,7 @@ from mammo_utils.files import atomic_write_csv, atomic_write_text, sha256_file
 from mammo_utils.ingest import LESIONS_FILE, REJECTS_FILE
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
+from mammo_utils.preprocess.lock import FolderLock, FolderLockedError
 from mammo_utils.preprocess.manifest import (
     REJECT_COLUMNS,
     DoneRecord,
@@ -38,7 +39,14 @@ from mammo_utils.preprocess.roi_task import UNLOCATED, lesions_by_image
 from mammo_utils.preprocess.workers import run_jobs
 from mammo_utils.splits import assert_no_patient_leakage
 
-__all__ = ["PreprocessConfig", "PreprocessResult", "parse_working_size", "run_preprocess"]
+__all__ = [
+    "FolderLock",
+    "FolderLockedError",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "parse_working_size",
+    "run_preprocess",
+]
 
 INDEX_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "dataset", "split", "label", "image_path",
@@ -217,21 +225,35 @@ def run_preprocess(
     workers: int = 1,
     on_image_done: Callable[[DoneRecord], None] | None = None,
     progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> PreprocessResult:
     """Preprocess every image of an ingest index into ``out_dir`` (resumable).
 
     ``lesions`` defaults to the ``lesions.csv`` beside the index (``roi`` task only).
     ``workers`` > 1 runs images in that many processes. ``on_image_done`` is called in
     this process after each image's record is stored (progress hooks; tests use it to
-    interrupt a run). Raises ``ValueError`` for a malformed index, for ``out_dir``
-    holding outputs of other settings, and ``PatientLeakageError`` when a patient is in
-    several splits; a failing image is only rejected.
+    interrupt a run). One run at a time writes ``out_dir`` (:class:`FolderLock`): another
+    run's folder raises :class:`FolderLockedError` naming its process id, or, with
+    ``wait_for_lock``, is waited for. Raises ``ValueError`` for a malformed index, for
+    ``out_dir`` holding outputs of other settings, and ``PatientLeakageError`` when a
+    patient is in several splits; a failing image is only rejected.
     """
     config = config or PreprocessConfig()
     index_path, out_dir = Path(index), Path(out_dir)
     frame = read_index(index_path)
     by_image = lesions_by_image(_read_lesions(lesions, index_path, config.task))
     out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir, wait=wait_for_lock):
+        return _run_locked(frame, index_path, by_image, out_dir, config, workers,
+                           on_image_done, progress)
+
+
+def _run_locked(
+    frame: pd.DataFrame, index_path: Path, by_image: dict, out_dir: Path,
+    config: PreprocessConfig, workers: int,
+    on_image_done: Callable[[DoneRecord], None] | None, progress: bool,
+) -> PreprocessResult:
+    """The body of :func:`run_preprocess`, run while this process holds the folder."""
     _check_resumable(out_dir, config)
     settings = config.to_json_dict(
         index_sha256=sha256_file(index_path), datasets=sorted(frame["dataset"].unique()),

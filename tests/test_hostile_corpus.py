@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -420,3 +421,69 @@ def test_two_concurrent_runs_into_one_folder(tmp_path):
     assert 0 in statuses
     manifest = pd.read_csv(out / MANIFEST_FILE)
     assert all((out / path).is_file() for path in manifest["path"])
+
+
+# --- item 6: no worker outlives a killed or interrupted preprocess run ------------------
+
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/environ").exists(),
+                                reason="finds a run's processes through /proc")
+
+
+def _processes_marked(marker: str) -> list[int]:
+    """Live (not zombie) processes whose environment holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (entry / "environ").read_bytes():
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _slow_index(tmp_path: Path, images: int = 120) -> Path:
+    """An index of many large images (one file, many ids), so a run lasts seconds."""
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), (make_breast((2400, 1900)) * 65535).astype(np.uint16))
+    rows = [{"image_id": f"IMG_{number:03d}", "patient_id": f"P{number}", "dataset": "big",
+             "split": "train", "label": "NORMAL", "image_path": str(path)}
+            for number in range(images)]
+    pd.DataFrame(rows).to_csv(tmp_path / "index.csv", index=False)
+    return tmp_path / "index.csv"
+
+
+@LINUX_PROC
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killing_the_parent_ends_every_worker(how, tmp_path):
+    index, out = _slow_index(tmp_path), tmp_path / "out"
+    marker = f"MAMMO_KILL_TEST={tmp_path.name}-{how}"
+    command = [sys.executable, "-m", "mammo_utils", "preprocess", "--index", str(index),
+               "--task", "image", "--size", "256", "--workers", "2", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), marker.split("=")[0]: marker.split("=")[1]}
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("NORMAL/*.png")) and time.monotonic() < deadline:
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        assert len(_processes_marked(marker)) >= 3  # the run, its forkserver, its workers
+        run.send_signal(how)
+        _, err = run.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while _processes_marked(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_marked(marker) == []
+    finally:
+        run.kill()
+        for pid in _processes_marked(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert not (out / MANIFEST_FILE).exists()  # stopped mid-run
+    if how == signal.SIGTERM:
+        assert run.returncode == 130 and "Traceback" not in err
+        assert "run the same command again to resume" in err

@@ -2,13 +2,16 @@
 
 Exit status: 0 when every image and lesion gave its outputs; 1 when anything was
 rejected (listed in ``rejects.csv``; ``--allow-rejects`` accepts a run with rejects as
-long as it wrote something) and always when nothing was written.
+long as it wrote something) and always when nothing was written; 130 when Ctrl-C or
+SIGTERM stopped the run (its workers with it; rerun to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from mammo_utils.cli._ranges import integer
@@ -48,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "wrote nothing still fails)")
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM ends a run as Ctrl-C does: workers stopped, finished images kept."""
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from mammo_utils.ingest import REJECTS_FILE
     from mammo_utils.preprocess import PreprocessConfig, parse_working_size, run_preprocess
@@ -57,10 +65,20 @@ def run(args: argparse.Namespace) -> int:
         normal_per_image=args.normal_per_image, patches_per_lesion=args.patches_per_lesion,
         jitter=args.jitter, seed=args.seed,
     )
-    result = run_preprocess(
-        args.index, args.out, config, lesions=args.lesions, workers=args.workers,
-        wait_for_lock=args.wait,
-    )
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        result = run_preprocess(
+            args.index, args.out, config, lesions=args.lesions, workers=args.workers,
+            wait_for_lock=args.wait,
+        )
+    except KeyboardInterrupt:
+        print(f"mammo preprocess: interrupted; the images finished so far are kept in "
+              f"{args.out}; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     print(result.summary())
     rejects = result.out_dir / REJECTS_FILE
     if result.manifest.empty:

@@ -35,7 +35,7 @@ from pydicom.uid import (
 from mammo_utils.reader.errors import ImageReadError, describe_exception, ensure_pixel_count
 from mammo_utils.reader.intensity import scale_to_unit, to_grayscale, window_to_unit
 from mammo_utils.reader.metadata import (
-    IDENTIFYING_KEYWORDS,
+    allowed_words,
     laterality_code,
     new_metadata,
     parse_laterality_view,
@@ -172,7 +172,6 @@ def _truncation(ds: Dataset, size: int) -> str | None:
 
 def _header_metadata(ds: Dataset, name: str | None) -> dict:
     """The allow-listed metadata, read from the header only."""
-    identifiers = _identifying_values(ds)
     parsed_laterality, parsed_view = parse_laterality_view(
         (ds.get("PatientID"), ds.get("SeriesDescription"), name)
     )
@@ -182,11 +181,6 @@ def _header_metadata(ds: Dataset, name: str | None) -> dict:
         or parsed_laterality
     )
     view = str(ds.get("ViewPosition") or "").strip().upper() or parsed_view
-    warnings: list[str] = []
-    description = str(ds.get("SeriesDescription") or "").strip() or None
-    if description and any(value in description for value in identifiers):
-        description = None
-        warnings.append("series description withheld: it contains an identifying value")
     ts = ds.file_meta.get("TransferSyntaxUID")
     metadata = new_metadata(
         "dicom",
@@ -200,16 +194,9 @@ def _header_metadata(ds: Dataset, name: str | None) -> dict:
         transfer_syntax=UID(ts).name if ts else None,
         window_center=_first_number(ds.get("WindowCenter")),
         window_width=_first_number(ds.get("WindowWidth")),
-        series_description=description,
+        series_description=allowed_words(ds.get("SeriesDescription")),
     )
-    metadata["warnings"].extend(warnings)
     return metadata
-
-
-def _identifying_values(ds: Dataset) -> list[str]:
-    """String forms of the identifying tags present (3+ characters), for redaction."""
-    values = (str(ds.get(keyword) or "").strip() for keyword in IDENTIFYING_KEYWORDS)
-    return [value for value in values if len(value) >= 3]
 
 
 def _check_decodable(ds: Dataset, label: str, warnings: list[str]) -> str:

@@ -25,8 +25,10 @@ from test_reader_hostile import write_dicom
 
 from mammo_utils import ImageReadError, read_image
 from mammo_utils.cli import main as mammo
+from mammo_utils.demo import build_demo
 from mammo_utils.inference import Classifier
 from mammo_utils.ingest import INDEX_FILE, RECONCILIATION_FILE, REJECTS_FILE
+from mammo_utils.ingest.dicom_index import index_dicom_tree
 from mammo_utils.model_card import CARD_FILE, MODEL_FILE
 from mammo_utils.preprocess import MANIFEST_FILE, FolderLock
 from mammo_utils.preprocess.job import safe_name
@@ -487,3 +489,100 @@ def test_killing_the_parent_ends_every_worker(how, tmp_path):
     if how == signal.SIGTERM:
         assert run.returncode == 130 and "Traceback" not in err
         assert "run the same command again to resume" in err
+
+
+# --- item 5: identifying DICOM values reach no output of any stage ----------------------
+
+#: Identifying and free-text tags of the PS3.15 basic profile, each with a value that
+#: must never come out (free text mixes allowed words with identifying ones).
+PHI_TAGS = {
+    "PatientName": "Doe^Jane^Quincy",
+    "PatientID": "MRN-99812345",
+    "OtherPatientIDs": "OTHER-77123",
+    "PatientBirthDate": "19650412",
+    "PatientAddress": "12 Elm Street Springfield",
+    "PatientTelephoneNumbers": "555-0199",
+    "PatientComments": "Quincy prefers mornings",
+    "AdditionalPatientHistory": "sister Quincy had cancer",
+    "AccessionNumber": "ACC-5566778",
+    "StudyID": "STUDY9981",
+    "StudyDate": "20240115",
+    "StudyDescription": "Screening Jane Quincy Doe",
+    "SeriesDescription": "L CC Jane Doe 1965-04-12 mrn 99812345",
+    "ImageComments": "Jane Quincy Doe MRN 99812345",
+    "ProtocolName": "Quincy protocol",
+    "InstitutionName": "St Elsewhere Hospital",
+    "InstitutionAddress": "1 Elsewhere Road",
+    "StationName": "STATION-7Q",
+    "ReferringPhysicianName": "Ref^Rita",
+    "PerformingPhysicianName": "Perf^Paulo",
+    "OperatorsName": "Tech^Terry",
+    "DeviceSerialNumber": "SN-4455667",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.99.4711",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.99.4712",
+}
+LEAK_MARKERS = ("Jane", "Quincy", "99812345", "77123", "19650412", "1965-04-12", "Elm Street",
+                "555-0199", "5566778", "STUDY9981", "20240115", "Elsewhere", "STATION-7Q",
+                "Rita", "Paulo", "Terry", "4455667", "3680043.99")
+
+
+def _leaks(text: str) -> list[str]:
+    return [marker for marker in LEAK_MARKERS if marker in text]
+
+
+def _tree_text(folder: Path) -> str:
+    """Every file under ``folder`` (hidden state records included) read as text."""
+    return "\n".join(path.read_bytes().decode("utf-8", "replace")
+                     for path in sorted(folder.rglob("*")) if path.is_file()
+                     and path.suffix.lower() not in {".png", ".keras"})
+
+
+def test_phi_in_dicom_tags_reaches_no_output(tmp_path, capsys, cnn_image_model_dir,
+                                             bright_roi_model_dir):
+    root = tmp_path / "images"
+    for seed, (name, laterality) in enumerate([("NORMAL/phi.dcm", "L"),
+                                               ("MALIGNANT/phi2.dcm", "R")]):
+        pixels = np.rint(make_breast((320, 256), seed=seed) * 4095).astype(np.uint16)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_dicom(root / name, pixels, ImageLaterality=laterality, **PHI_TAGS)
+    interim, processed, reports = tmp_path / "interim", tmp_path / "processed", tmp_path / "rep"
+
+    assert _ingest_folder(root, interim) == 0
+    assert mammo(["preprocess", "--index", str(interim / INDEX_FILE), "--task", "image",
+                  "--size", "32", "--out", str(processed)]) == 0
+    assert mammo(["evaluate", "--model", str(cnn_image_model_dir), "--data", str(processed),
+                  "--split", "train", "--out", str(reports), "--bootstrap", "5",
+                  "--no-figures"]) == 0
+    for style in ([], ["--json"]):
+        assert mammo(["predict", str(root / "NORMAL" / "phi.dcm"), "--model",
+                      str(bright_roi_model_dir), *style]) == 0
+    printed = capsys.readouterr()
+    index = pd.read_csv(interim / INDEX_FILE, dtype=str)
+    assert set(index["laterality"]) == {"LEFT", "RIGHT"} and len(index) == 2
+    for text in (_tree_text(interim), _tree_text(processed), _tree_text(reports),
+                 printed.out, printed.err):
+        assert _leaks(text) == []
+
+    project = tmp_path / "project"
+    shutil.copytree(bright_roi_model_dir, project / "models" / "run" / "bright_roi")
+    app = build_demo(project, project / "models" / "run" / "bright_roi",
+                     example_path=root / "NORMAL" / "phi.dcm")
+    assert app.prediction is not None, app.error
+    shown = " ".join(str(getattr(app, name).value) for name in (
+        "metadata", "source_label", "label", "warnings", "description", "error_box"))
+    assert _leaks(shown + app.summary()) == []
+
+
+def test_reader_and_header_cache_keep_no_free_text(tmp_path):
+    pixels = np.rint(make_breast((320, 256)) * 4095).astype(np.uint16)
+    (tmp_path / "tree").mkdir()
+    path = write_dicom(tmp_path / "tree" / "phi.dcm", pixels, **PHI_TAGS)
+    _, metadata = read_image(path)
+    assert metadata["series_description"] == "L CC"
+    assert _leaks(json.dumps(metadata)) == []
+    cache = tmp_path / "headers.csv"
+    headers = index_dicom_tree(tmp_path / "tree", cache)
+    # only the join keys (PatientID, study and series UIDs) a CBIS-DDSM ingest needs stay
+    join_keys = {"99812345", "3680043.99"}
+    assert set(_leaks(cache.read_text())) <= join_keys
+    assert set(_leaks(headers.to_csv())) <= join_keys

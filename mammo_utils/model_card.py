@@ -9,24 +9,39 @@ model's :class:`~mammo_utils.training_config.TrainingConfig` with what happened 
 time; :meth:`ModelCard.training_config` rebuilds the config from it.
 :func:`load_model_dir` refuses a directory whose card is missing, malformed or disagrees
 with the saved model, so a model can never be read with the wrong labels.
+
+Every field is checked against limits when a card is built or read (a ``working_size``
+of ``[0, 0]`` or ``[100000, 100000]`` is refused, not allocated). :meth:`ModelCard.save`
+ties the card to the model file beside it: ``model_file`` records the file's sha256, its
+size in bytes, the number of output units, and a seal over the fields that say how the
+outputs are read (classes, label scheme, task, sizes). Loading recomputes all of them,
+so a replaced model file or a card whose classes were reordered by hand is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mammo_utils.classes import LABEL_SCHEMES, check_class_order
-from mammo_utils.files import atomic_write_text
+from mammo_utils.files import atomic_write_text, sha256_file
+from mammo_utils.preprocess.config import MAX_WORKING_SIDE, TASKS
 from mammo_utils.training_config import TrainingConfig
 from mammo_utils.versions import library_versions
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "model_card.json"
 HISTORY_FILE = "history.csv"
+
+#: Largest model input side a card may declare (the backbones take 224 to 512).
+MAX_IMAGE_SIZE = 2048
+#: Card fields that decide how a model's outputs are read; the seal covers them.
+SEALED_FIELDS: tuple[str, ...] = ("classes", "label_scheme", "task", "image_size", "working_size")
 
 
 class ModelDirectoryError(RuntimeError):
@@ -60,16 +75,45 @@ class ModelCard:
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
+    model_file: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("model_name", "architecture"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if not isinstance(self.classes, (list, tuple)):
+            raise ValueError(f"classes must be a list of class names, got {self.classes!r}")
         self.classes = list(self.classes)
         if self.label_scheme not in LABEL_SCHEMES:
             raise ValueError(
                 f"unknown label scheme {self.label_scheme!r}; expected one of {LABEL_SCHEMES}"
             )
         check_class_order(self.classes, self.label_scheme)
-        if not isinstance(self.image_size, int) or self.image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        _check_integer("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
+        if self.working_size is not None:
+            self.working_size = _checked_working_size(self.working_size, self.image_size)
+        for name in ("preprocessing", "data", "training", "validation_metrics", "versions",
+                     "model_file"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
+        fraction = self.preprocessing.get("min_breast_fraction", 0.5)
+        if not _is_number(fraction) or not 0 <= fraction <= 1:
+            raise ValueError(
+                f"preprocessing.min_breast_fraction must be in [0, 1], got {fraction!r}"
+            )
+        _check_integer("parameter_count", self.parameter_count, 0)
+        if self.best_epoch is not None:
+            _check_integer("best_epoch", self.best_epoch, 0)
+        if self.seed is not None:
+            _check_integer("seed", self.seed, 0)
+
+    def seal(self, model_sha256: str) -> str:
+        """sha256 over the model file's checksum and the :data:`SEALED_FIELDS`."""
+        sealed = {name: getattr(self, name) for name in SEALED_FIELDS}
+        text = json.dumps({"model_sha256": model_sha256, **sealed}, sort_keys=True)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def training_config(self) -> TrainingConfig:
         """The settings the model was trained with, from the ``training`` section (which
@@ -101,8 +145,18 @@ class ModelCard:
         return cls(**values)
 
     def save(self, model_dir: str | Path) -> Path:
-        """Write ``model_card.json`` into ``model_dir`` atomically."""
-        path = Path(model_dir) / CARD_FILE
+        """Write ``model_card.json`` into ``model_dir`` atomically, tied to the
+        ``model.keras`` there when there is one (``model_file``: its sha256, size, output
+        units and the seal; save the model first)."""
+        folder = Path(model_dir)
+        model_path = folder / MODEL_FILE
+        if model_path.is_file():
+            digest = sha256_file(model_path)
+            self.model_file = {
+                "sha256": digest, "bytes": model_path.stat().st_size,
+                "output_units": len(self.classes), "seal": self.seal(digest),
+            }
+        path = folder / CARD_FILE
         atomic_write_text(path, self.to_json())
         return path
 
@@ -117,6 +171,54 @@ class ModelCard:
             return cls.from_json(path.read_text())
         except (ValueError, TypeError) as exc:
             raise ModelDirectoryError(folder, f"invalid {CARD_FILE}: {exc}") from exc
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_integer(name: str, value, least: int, most: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer in ``[least, most]``."""
+    inside = (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        and value >= least and (most is None or value <= most)
+    )
+    if not inside:
+        rule = f">= {least}" if most is None else f"in [{least}, {most}]"
+        raise ValueError(f"{name} must be an integer {rule}, got {value!r}")
+
+
+def _checked_working_size(value, image_size: int) -> list[int]:
+    """``[height, width]``, each side an integer from ``image_size`` to the largest
+    working side preprocessing allows."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"working_size must be [height, width], got {value!r}")
+    for side in value:
+        _check_integer("working_size side", side, image_size, MAX_WORKING_SIDE)
+    return [int(side) for side in value]
+
+
+def check_model_file(card: ModelCard, model_path: Path, folder: str | Path) -> None:
+    """Raise :class:`ModelDirectoryError` unless ``model_path`` is the file the card was
+    saved with and the card's sealed fields are those it was saved with."""
+    record = card.model_file
+    if not {"sha256", "bytes", "output_units", "seal"} <= set(record):
+        raise ModelDirectoryError(
+            folder, f"{CARD_FILE} does not record its {MODEL_FILE} (checksum, size, seal); "
+            "save the card again beside its model (ModelCard.save) or retrain",
+        )
+    if model_path.stat().st_size != record["bytes"] or sha256_file(model_path) != record["sha256"]:
+        raise ModelDirectoryError(
+            folder, f"{MODEL_FILE} is not the file its card was saved with (size or sha256 "
+            "differs): it was replaced or damaged",
+        )
+    if record["output_units"] != len(card.classes) or record["seal"] != card.seal(
+        record["sha256"]
+    ):
+        raise ModelDirectoryError(
+            folder, f"{CARD_FILE} was changed after the model was saved: its "
+            f"{', '.join(SEALED_FIELDS)} no longer match the seal",
+        )
 
 
 def _json_default(value):
@@ -148,8 +250,9 @@ def check_model_matches_card(model, card: ModelCard, folder: str | Path = "model
 def load_model_dir(model_dir: str | Path):
     """Load ``(model, card)`` from a model directory, checking that they agree.
 
-    The model is read with ``safe_mode=True`` (no arbitrary code) and ``compile=False``
-    (inference only).
+    The model file must be the one the card was saved with (:func:`check_model_file`),
+    checked before Keras reads it; the model is read with ``safe_mode=True`` (no
+    arbitrary code) and ``compile=False`` (inference only).
     """
     import keras  # deferred: reading a card alone must not start TensorFlow
 
@@ -160,6 +263,7 @@ def load_model_dir(model_dir: str | Path):
     model_path = folder / MODEL_FILE
     if not model_path.is_file():
         raise ModelDirectoryError(folder, f"no {MODEL_FILE}")
+    check_model_file(card, model_path, folder)
     try:
         model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a damaged or foreign file

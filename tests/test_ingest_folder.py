@@ -37,12 +37,12 @@ def folder_root(tmp_path: Path) -> Path:
 
 def test_folder_labels_from_odd_class_names(folder_root: Path) -> None:
     index = ingest("folder", folder_root).index.set_index("image_id")
-    assert index.loc["Benign_Without_Callback__a1", "label"] == "BENIGN_WITHOUT_CALLBACK"
-    assert index.loc["benign-no-callback__a2", "label"] == "BENIGN_WITHOUT_CALLBACK"
-    assert index.loc["MALIGNANT__case7_left", "label"] == "MALIGNANT"
-    assert index.loc["normal__n2", "label"] == "NORMAL"
+    assert index.loc["Benign_Without_Callback/a1.png", "label"] == "BENIGN_WITHOUT_CALLBACK"
+    assert index.loc["benign-no-callback/a2.png", "label"] == "BENIGN_WITHOUT_CALLBACK"
+    assert index.loc["MALIGNANT/case7_left.png", "label"] == "MALIGNANT"
+    assert index.loc["normal/n2.dcm", "label"] == "NORMAL"
     assert set(index["dataset"]) == {"folder"}
-    assert Path(index.loc["normal__n1", "image_path"]).is_file()
+    assert Path(index.loc["normal/n1.png", "image_path"]).is_file()
 
 
 def test_folder_unknown_class_and_non_images_rejected(folder_root: Path) -> None:
@@ -66,9 +66,9 @@ def test_folder_file_lost_without_reject_is_caught(
 
 def test_folder_patients_csv_groups_files(folder_root: Path) -> None:
     index = ingest("folder", folder_root, seed=5).index.set_index("image_id")
-    assert index.loc["MALIGNANT__case7_left", "patient_id"] == "case7"
-    assert index.loc["MALIGNANT__case7_right", "patient_id"] == "case7"
-    assert index.loc["normal__n1", "patient_id"] == "n1"
+    assert index.loc["MALIGNANT/case7_left.png", "patient_id"] == "case7"
+    assert index.loc["MALIGNANT/case7_right.png", "patient_id"] == "case7"
+    assert index.loc["normal/n1.png", "patient_id"] == "n1"
     assert_no_patient_leakage(index.reset_index())
 
 

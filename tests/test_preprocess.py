@@ -196,7 +196,7 @@ def test_cli_preprocess(tiny, tmp_path, capsys):
     status = cli_main([
         "preprocess", "--index", str(index), "--task", "roi", "--size", "64",
         "--out", str(tmp_path / "out"), "--working-size", "320x256",
-        "--normal-per-image", "1", "--seed", "3",
+        "--normal-per-image", "1", "--seed", "3", "--allow-rejects",
     ])
     assert status == 0
     assert "6 images in: 5 done, 1 rejected" in capsys.readouterr().out

@@ -165,14 +165,17 @@ def test_laterality_and_view_from_tags_and_from_identifiers(tmp_path):
     assert "P_00042" not in " ".join(str(value) for value in metadata.values())
 
 
-def test_series_description_naming_the_patient_is_withheld(tmp_path):
+def test_series_description_keeps_only_allowed_words(tmp_path):
     path = write_dicom(
         tmp_path / "s.dcm", _ramp(), PatientID="Mass-Test_P_00001_LEFT_CC",
         SeriesDescription="Mass-Test_P_00001_LEFT_CC full mammogram images",
         PatientName="Doe^Jane", AccessionNumber="A123456",
     )
     _, metadata = read_image(path)
-    assert metadata["series_description"] is None
+    assert metadata["series_description"] == "LEFT CC full mammogram images"
+    other = write_dicom(tmp_path / "o.dcm", _ramp(),
+                        SeriesDescription="L CC Jane Doe 1965-04-12 mrn 99812345")
+    assert read_image(other)[1]["series_description"] == "L CC"
     rendered = " ".join(str(value) for value in metadata.values())
     for secret in ("P_00001", "Doe^Jane", "A123456"):
         assert secret not in rendered

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mammo_utils.cli._ranges import integer
+
 NAME = "evaluate"
 HELP = "Evaluate a trained model on a split: predictions.csv, metrics.json and figures."
 ORDER = 50
@@ -18,10 +20,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", type=Path, required=True,
                         help="run report folder; writes metrics/<model>/ and figures/<model>/")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--bootstrap", type=int, default=1000,
+    parser.add_argument("--batch-size", type=integer(1), default=32)
+    parser.add_argument("--bootstrap", type=integer(0), default=1000,
                         help="patient-level bootstrap replicates for the intervals")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mammo_utils.cli._ranges import integer, number
 from mammo_utils.ingest import (
     ADAPTERS,
     HEADER_CACHE_FILE,
@@ -42,9 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--csv-dir", type=Path, help="CBIS-DDSM case-description CSVs (default: --root)"
     )
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--test-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=number(0, 1, high_open=True), default=0.15)
+    parser.add_argument("--test-fraction", type=number(0, 1, high_open=True), default=0.15)
+    parser.add_argument("--seed", type=integer(0), default=0)
     parser.add_argument(
         "--views", type=lambda text: [v for v in text.split(",") if v], help="e.g. MLO,CC"
     )
@@ -52,6 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--csv-only",
         action="store_true",
         help="CBIS-DDSM: index the CSV rows without looking for images (image_path empty)",
+    )
+    parser.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="folder: include files that symbolic links bring in from outside --root "
+        "(by default they are rejected)",
     )
     parser.add_argument(
         "--also",
@@ -65,6 +72,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _options(dataset: str, args: argparse.Namespace, cache_name: str) -> dict:
     options: dict = {"views": args.views}
+    if dataset == "folder":
+        options["follow_symlinks"] = args.follow_symlinks
     if dataset == "cbis-ddsm":
         options["cache_path"] = args.out / cache_name
         options["require_images"] = not args.csv_only
@@ -94,7 +103,7 @@ def _ingest_all(args: argparse.Namespace) -> IngestResult:
     if args.dataset == "cbis-ddsm":
         first["csv_dir"] = args.csv_dir
     results = [ingest(args.dataset, args.root, **first, **fractions)]
-    for number, (dataset, root) in enumerate(args.also, 1):
-        options = _options(dataset, args, f"dicom_headers_{number}.csv")
+    for position, (dataset, root) in enumerate(args.also, 1):
+        options = _options(dataset, args, f"dicom_headers_{position}.csv")
         results.append(ingest(dataset, root, **options, **fractions))
     return results[0] if len(results) == 1 else combine(results, **fractions)

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from mammo_utils.cli._ranges import integer, number
+
 NAME = "predict"
 HELP = "Classify mammograms (DICOM, PNG, JPEG, PGM) with a trained model."
 ORDER = 60
@@ -25,9 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object per file instead of a line of text")
     parser.add_argument("--input-kind", choices=("auto", "mammogram", "crop"), default="auto",
                         help="whole mammogram or lesion crop (auto: guess from the image)")
-    parser.add_argument("--stride", type=int, default=None,
+    parser.add_argument("--stride", type=integer(1), default=None,
                         help="patch-scan stride in working pixels (roi models; default size/2)")
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--max-patches", type=integer(1), default=None,
+                        help="most patches a roi model's scan may cut from one image "
+                        "(default: 10000); a smaller stride that needs more is refused")
+    parser.add_argument("--threshold", type=number(0, 1), default=None,
                         help="smallest probability a non-normal label needs; below it the "
                         "image is called NORMAL with a warning (default: none, the top class)")
 
@@ -54,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from mammo_utils.inference import Classifier
     from mammo_utils.reader import ImageReadError
 
-    classifier = Classifier.from_dir(args.model, stride=args.stride, threshold=args.threshold)
+    limits = {} if args.max_patches is None else {"max_patches": args.max_patches}
+    classifier = Classifier.from_dir(
+        args.model, stride=args.stride, threshold=args.threshold, **limits
+    )
     failed = 0
     for path in args.files:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mammo_utils.cli._ranges import integer, number
 from mammo_utils.synth import DEFAULT_NORMAL_FRACTION, IMAGE_SIZES, generate_dataset
 from mammo_utils.workspace import Workspace
 
@@ -19,8 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="output folder (default: data/raw/synthetic under the project folder)",
     )
     parser.add_argument("--project-dir", default=".", help="project folder (default: .)")
-    parser.add_argument("--patients", type=int, default=12, help="number of patients (default: 12)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--patients", type=integer(1), default=12,
+                        help="number of patients (default: 12)")
+    parser.add_argument("--seed", type=integer(0), default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--size",
         choices=sorted(IMAGE_SIZES),
@@ -29,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--normal-fraction",
-        type=float,
+        type=number(0, 1),
         default=DEFAULT_NORMAL_FRACTION,
         help=f"share of patients without abnormality (default: {DEFAULT_NORMAL_FRACTION})",
     )

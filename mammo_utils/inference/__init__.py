@@ -24,7 +24,13 @@ from mammo_utils.inference.classifier import (
     as_trained,
 )
 from mammo_utils.inference.gradcam import grad_cam_function, last_convolution_layer
-from mammo_utils.inference.scan import PatchScan, patch_corners, scan_patches
+from mammo_utils.inference.scan import (
+    MAX_SCAN_PATCHES,
+    PatchScan,
+    patch_corners,
+    scan_patch_count,
+    scan_patches,
+)
 from mammo_utils.inference.sources import load_source, upload_content
 from mammo_utils.inference.verdict import BACKGROUND_CLASSES, Verdict, VerdictRule
 
@@ -32,6 +38,7 @@ __all__ = [
     "BACKGROUND_CLASSES",
     "DISPLAY_MAX_SIDE",
     "INPUT_KINDS",
+    "MAX_SCAN_PATCHES",
     "SAFE_METADATA_KEYS",
     "Classifier",
     "PatchScan",
@@ -43,6 +50,7 @@ __all__ = [
     "last_convolution_layer",
     "load_source",
     "patch_corners",
+    "scan_patch_count",
     "scan_patches",
     "upload_content",
 ]

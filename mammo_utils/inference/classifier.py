@@ -30,7 +30,12 @@ import numpy as np
 
 from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
 from mammo_utils.inference.gradcam import GradCam, grad_cam_function
-from mammo_utils.inference.scan import PatchScan, scan_patches
+from mammo_utils.inference.scan import (
+    MAX_SCAN_PATCHES,
+    PatchScan,
+    scan_patch_count,
+    scan_patches,
+)
 from mammo_utils.inference.sources import Source, load_source
 from mammo_utils.inference.verdict import VerdictRule
 from mammo_utils.reader import ImageReadError
@@ -90,6 +95,10 @@ class Classifier:
         training patches needed), else 0.5.
     batch_size : int
         Patches per forward pass.
+    max_patches : int
+        Most patches a ``roi`` model's scan may cut from one image
+        (:data:`~mammo_utils.inference.scan.MAX_SCAN_PATCHES`); a ``stride`` that would cut
+        more is refused here, before any image is read.
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class Classifier:
         threshold: float | None = None,
         min_tissue: float | None = None,
         batch_size: int = 64,
+        max_patches: int = MAX_SCAN_PATCHES,
     ) -> None:
         self.model = model
         card = dict(card) if isinstance(card, Mapping) else dataclasses.asdict(card)
@@ -114,7 +124,17 @@ class Classifier:
             raise ValueError(f"model card task must be 'roi' or 'image', not {self.task!r}")
         if self.task == "roi" and self.working_size is None:
             raise ValueError("a roi model card needs working_size ([height, width])")
-        self.stride = int(stride) if stride else max(1, self.image_size // 2)
+        if stride is not None and int(stride) < 1:
+            raise ValueError(f"stride must be at least 1 pixel, got {stride}")
+        self.stride = max(1, self.image_size // 2) if stride is None else int(stride)
+        if self.task == "roi":
+            patches = scan_patch_count(self.working_size, self.image_size, self.stride)
+            if patches > max_patches:
+                raise ValueError(
+                    f"a scan at stride {self.stride} cuts {patches} patches per image, more "
+                    f"than the limit of {max_patches}; choose a larger stride or raise the "
+                    "limit (max_patches, mammo predict --max-patches)"
+                )
         self.rule = VerdictRule(self.classes, threshold)
         if min_tissue is None:
             min_tissue = (card.get("preprocessing") or {}).get("min_breast_fraction", 0.5)

@@ -59,6 +59,18 @@ class PatchScan:
         return maps[: self.shape[0], : self.shape[1]]
 
 
+#: Most patches one image's scan may cut unless the caller raises the limit: the default
+#: stride cuts about a hundred; a stride of one pixel would cut hundreds of thousands and
+#: run for many minutes through gigabytes of memory.
+MAX_SCAN_PATCHES = 10_000
+
+
+def scan_patch_count(shape: tuple[int, int], size: int, stride: int) -> int:
+    """Patches :func:`scan_patches` cuts from a canvas of ``shape`` (before tissue skipping)."""
+    height, width = (max(side, size) for side in shape)
+    return len(patch_corners(height, size, stride)) * len(patch_corners(width, size, stride))
+
+
 def patch_corners(length: int, size: int, stride: int) -> list[int]:
     """Start offsets of ``size`` windows every ``stride`` pixels, the last flush with the end."""
     if length <= size:

@@ -178,6 +178,26 @@ class IngestResult:
         return cls(read(INDEX_FILE), read(LESIONS_FILE), read(REJECTS_FILE), reconciliation)
 
 
+def check_unique_ids(index: pd.DataFrame) -> None:
+    """Raise ``ValueError`` naming both image paths when two images share an image id.
+
+    Ids key every later stage (done records, output names, predictions); two images
+    under one id would silently become one.
+    """
+    clashes = index[index["image_id"].duplicated(keep=False)]
+    if clashes.empty:
+        return
+    image_id, group = next(iter(clashes.groupby("image_id", sort=False)))
+    first, second = group["image_path"].iloc[:2]
+    raise ValueError(
+        f"image id {image_id!r} is given to two images: {first or '(no path)'} and "
+        f"{second or '(no path)'}" + (
+            f" ({clashes['image_id'].nunique() - 1} more ids clash)"
+            if clashes["image_id"].nunique() > 1 else ""
+        )
+    )
+
+
 def with_splits(
     result: IngestResult, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0
 ) -> IngestResult:
@@ -212,6 +232,7 @@ def ingest(
     adapter = importlib.import_module(ADAPTERS[dataset])
     result = adapter.ingest(root, **options)
     result.check_reconciliation()
+    check_unique_ids(result.index)
     return with_splits(result, val_fraction, test_fraction, seed)
 
 
@@ -225,17 +246,12 @@ def combine(
 
     The ``dataset`` column keeps each row's source, and patient ids become
     ``<dataset>:<patient_id>`` so two data sets' ``P_00001`` stay two women. Image ids
-    must be unique across the results (a ``ValueError`` names the duplicates).
+    must be unique across the results (a ``ValueError`` names two images sharing one).
     """
     if not results:
         raise ValueError("combine() needs at least one IngestResult")
     index = pd.concat([result.index for result in results], ignore_index=True)
-    duplicated = index["image_id"][index["image_id"].duplicated()].unique()
-    if len(duplicated):
-        raise ValueError(
-            f"{len(duplicated)} image id(s) occur in more than one ingest, "
-            f"e.g. {', '.join(map(str, duplicated[:5]))}"
-        )
+    check_unique_ids(index)
     index["patient_id"] = index["dataset"].astype(str) + ":" + index["patient_id"].astype(str)
     warnings: dict[str, int] = {}
     for result in results:

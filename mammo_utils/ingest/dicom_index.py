@@ -20,8 +20,12 @@ import pydicom
 from tqdm.auto import tqdm
 
 from mammo_utils.files import atomic_write_csv
+from mammo_utils.reader.errors import describe_exception
 
-#: Columns of the header index (``path`` is absolute).
+#: Columns of the header index (``path`` is absolute): only what ingest needs, the join
+#: keys (``PatientID``, study and series UIDs), the image size, and the file's freshness
+#: stamp and error. No free text (series description, names, dates) is cached; laterality
+#: and view come from the case-description CSVs.
 HEADER_COLUMNS: tuple[str, ...] = (
     "path",
     "size",
@@ -29,11 +33,8 @@ HEADER_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "study_uid",
     "series_uid",
-    "series_description",
     "rows",
     "columns",
-    "laterality",
-    "view",
     "error",
 )
 
@@ -68,16 +69,15 @@ def read_header(path: Path) -> dict[str, object]:
             patient_id=str(ds.get("PatientID", "")),
             study_uid=str(ds.get("StudyInstanceUID", "")),
             series_uid=str(ds.get("SeriesInstanceUID", "")),
-            series_description=str(ds.get("SeriesDescription", "")),
             rows=int(ds.get("Rows", 0) or 0),
             columns=int(ds.get("Columns", 0) or 0),
-            laterality=_laterality(ds),
-            view=str(ds.get("ViewPosition", "") or ""),
             error="",
         )
     except Exception as err:  # see the docstring: any parser failure means unreadable
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-        record["error"] = f"not a readable DICOM file: {reason}"
+        if isinstance(err, OSError) and err.strerror:
+            record["error"] = f"cannot be read: {err.strerror}"
+        else:
+            record["error"] = f"not a readable DICOM file ({describe_exception(err)})"
     return record
 
 
@@ -85,11 +85,6 @@ def printable(text: str) -> str:
     """``text`` with undecodable file-name bytes shown as ``\\xNN`` escapes, safe to print
     and to write as UTF-8."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _laterality(ds: pydicom.Dataset) -> str:
-    code = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").upper()
-    return {"L": "LEFT", "R": "RIGHT"}.get(code, "")
 
 
 def _load_cache(cache_path: Path | None) -> dict[str, dict]:

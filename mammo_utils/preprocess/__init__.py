@@ -26,6 +26,7 @@ from mammo_utils.files import atomic_write_csv, atomic_write_text, sha256_file
 from mammo_utils.ingest import LESIONS_FILE, REJECTS_FILE
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
+from mammo_utils.preprocess.lock import FolderLock, FolderLockedError
 from mammo_utils.preprocess.manifest import (
     REJECT_COLUMNS,
     DoneRecord,
@@ -38,7 +39,14 @@ from mammo_utils.preprocess.roi_task import UNLOCATED, lesions_by_image
 from mammo_utils.preprocess.workers import run_jobs
 from mammo_utils.splits import assert_no_patient_leakage
 
-__all__ = ["PreprocessConfig", "PreprocessResult", "parse_working_size", "run_preprocess"]
+__all__ = [
+    "FolderLock",
+    "FolderLockedError",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "parse_working_size",
+    "run_preprocess",
+]
 
 INDEX_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "dataset", "split", "label", "image_path",
@@ -101,7 +109,11 @@ class PreprocessResult:
 
 def read_index(path: Path) -> pd.DataFrame:
     """An ingest ``index.csv`` as strings, checked for the columns and unique image ids."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        cause = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not a CSV table"
+        raise ValueError(f"{path}: cannot read the index: {cause}") from None
     missing = [column for column in INDEX_COLUMNS if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: index is missing the column(s) {', '.join(missing)}")
@@ -159,6 +171,18 @@ def _plan(
     return finished, jobs
 
 
+def _check_unique_outputs(manifest: pd.DataFrame) -> None:
+    """Raise ``AssertionError`` when two manifest rows share one file: output names are
+    unique by construction (``safe_name``), so a clash is a fault of the task code."""
+    shared = manifest[manifest["path"].duplicated(keep=False)]
+    if not shared.empty:
+        first = shared.iloc[0]
+        owners = shared.loc[shared["path"] == first["path"], "image_id"].tolist()
+        raise AssertionError(
+            f"output {first['path']} written for several items (images {', '.join(owners)})"
+        )
+
+
 def _lesion_counts(
     frame: pd.DataFrame, lesions: dict, records: list[DoneRecord], manifest: pd.DataFrame
 ) -> dict:
@@ -201,21 +225,35 @@ def run_preprocess(
     workers: int = 1,
     on_image_done: Callable[[DoneRecord], None] | None = None,
     progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> PreprocessResult:
     """Preprocess every image of an ingest index into ``out_dir`` (resumable).
 
     ``lesions`` defaults to the ``lesions.csv`` beside the index (``roi`` task only).
     ``workers`` > 1 runs images in that many processes. ``on_image_done`` is called in
     this process after each image's record is stored (progress hooks; tests use it to
-    interrupt a run). Raises ``ValueError`` for a malformed index, for ``out_dir``
-    holding outputs of other settings, and ``PatientLeakageError`` when a patient is in
-    several splits; a failing image is only rejected.
+    interrupt a run). One run at a time writes ``out_dir`` (:class:`FolderLock`): another
+    run's folder raises :class:`FolderLockedError` naming its process id, or, with
+    ``wait_for_lock``, is waited for. Raises ``ValueError`` for a malformed index, for
+    ``out_dir`` holding outputs of other settings, and ``PatientLeakageError`` when a
+    patient is in several splits; a failing image is only rejected.
     """
     config = config or PreprocessConfig()
     index_path, out_dir = Path(index), Path(out_dir)
     frame = read_index(index_path)
     by_image = lesions_by_image(_read_lesions(lesions, index_path, config.task))
     out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir, wait=wait_for_lock):
+        return _run_locked(frame, index_path, by_image, out_dir, config, workers,
+                           on_image_done, progress)
+
+
+def _run_locked(
+    frame: pd.DataFrame, index_path: Path, by_image: dict, out_dir: Path,
+    config: PreprocessConfig, workers: int,
+    on_image_done: Callable[[DoneRecord], None] | None, progress: bool,
+) -> PreprocessResult:
+    """The body of :func:`run_preprocess`, run while this process holds the folder."""
     _check_resumable(out_dir, config)
     settings = config.to_json_dict(
         index_sha256=sha256_file(index_path), datasets=sorted(frame["dataset"].unique()),
@@ -238,6 +276,7 @@ def run_preprocess(
         [reject for record in ordered for reject in record.rejects], columns=REJECT_COLUMNS
     )
     assert_no_patient_leakage(manifest)
+    _check_unique_outputs(manifest)
     lesion_counts = _lesion_counts(frame, by_image, ordered, manifest)
     atomic_write_csv(out_dir / REJECTS_FILE, rejects)
     atomic_write_csv(out_dir / MANIFEST_FILE, manifest)

@@ -12,6 +12,10 @@ OUTPUT_SETTINGS: tuple[str, ...] = (
     "min_breast_fraction",
 )
 
+#: Largest working-resolution side: well above any mammogram's, far below what would
+#: allocate gigabytes per image.
+MAX_WORKING_SIDE = 8192
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -43,6 +47,11 @@ class PreprocessConfig:
             raise ValueError(f"size must be at least 8 pixels, got {self.size}")
         height, width = (int(value) for value in self.working_size)
         object.__setattr__(self, "working_size", (height, width))
+        if not (0 < height <= MAX_WORKING_SIDE and 0 < width <= MAX_WORKING_SIDE):
+            raise ValueError(
+                f"working size {height}x{width}: each side must be in "
+                f"[1, {MAX_WORKING_SIDE}] pixels"
+            )
         if self.task == "roi" and min(height, width) < self.size:
             raise ValueError(
                 f"working size {height}x{width} is smaller than the {self.size} pixel patch"

@@ -58,13 +58,25 @@ class TaskOutput:
     def add(self, item_id: str, label: str, array: np.ndarray, row: dict) -> None:
         """Add one output image, stored as ``<label>/<item_id>.png``."""
         path = f"{label}/{safe_name(item_id)}.png"
+        if path in self.images:
+            raise ValueError(f"two outputs of one image are both named {path}")
         self.images[path] = array
         self.rows.append({"path": path, "item_id": item_id, **row})
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe version of an identifier."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))
+    """A file-name-safe version of an identifier, distinct for distinct identifiers.
+
+    An identifier of ``[A-Za-z0-9._-]`` only is its own name; any other has its other
+    characters replaced by ``_`` and a hash of the whole identifier added after a ``+``,
+    a character no unchanged name holds (``case 1`` -> ``case_1+<hash>``, never
+    ``case_1``), so two identifiers cannot share an output file.
+    """
+    text = str(text)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    if safe == text:
+        return text
+    return f"{safe}+{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
 
 
 def to_uint16(image: np.ndarray) -> np.ndarray:

@@ -5,13 +5,24 @@ Parallel runs use one process pool per run. Its workers fork from a forkserver t
 already imported this module (OpenCV, pydicom, NumPy), so a worker starts in
 milliseconds instead of re-importing them, and jobs travel in small chunks so the
 per-task messaging is paid once per chunk.
+
+Workers never outlive their run: when the run stops early (an error, Ctrl-C, SIGTERM
+turned into an interrupt by the command line) the parent terminates them, and when the
+parent is killed outright each worker sees the end of its *lifeline*, a pipe whose only
+writing end the parent holds, and exits. (The forkserver cannot be relied on for this:
+every worker holds the descriptor that keeps it alive.) Workers ignore Ctrl-C, which the
+terminal sends to the whole process group: the parent alone decides how the run ends.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import cv2
@@ -86,36 +97,65 @@ def chunk_jobs(jobs: Sequence[ImageJob], workers: int) -> list[Sequence[ImageJob
     return [jobs[start : start + size] for start in range(0, len(jobs), size)]
 
 
-def _init_worker() -> None:
-    """One OpenCV thread per worker process: parallelism comes from the processes."""
+def _init_worker(lifeline: Connection | None = None) -> None:
+    """One OpenCV thread per worker process (parallelism comes from the processes), Ctrl-C
+    left to the parent, and with a ``lifeline`` a watchdog ending the worker with it."""
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if lifeline is not None:
+        threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True,
+                         name="lifeline").start()
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
+def _exit_with_parent(lifeline: Connection) -> None:
+    """Block on the lifeline (the parent never writes to it); its end means the parent is
+    gone, even by SIGKILL, and nobody will collect this worker's results: exit at once."""
+    try:
+        lifeline.recv()
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
+
+
+def worker_pool(workers: int, lifeline: Connection | None = None) -> ProcessPoolExecutor:
     """A pool whose workers fork from a forkserver that has this module imported.
 
     Workers never fork this process: a fork of a process whose OpenCV (or a notebook
     kernel) already runs threads can deadlock. The forkserver is started once per
     Python process, so later runs in a session (a notebook, the benchmark) reuse it.
+    ``lifeline``: the reading end of a pipe whose writing end only the caller holds;
+    each worker exits when it closes (see :func:`run_jobs`).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                               initargs=(lifeline,), mp_context=context)
 
 
 def run_jobs(jobs: Sequence[ImageJob], workers: int) -> Iterator[DoneRecord]:
     """Yield the record of each job as its chunk finishes (in the parent with ``workers`` <= 1).
 
     If the consumer stops early (an error, an interrupt), queued chunks are cancelled and
-    only the running ones finish; their PNGs are complete files without a record.
+    the workers are terminated; what they were writing is left as ``.partial`` files,
+    which the next run removes before it resumes.
     """
     if workers <= 1 or len(jobs) <= 1:
         yield from map(process_job, jobs)
         return
-    executor = worker_pool(min(workers, len(jobs)))
+    before = set(multiprocessing.active_children())
+    lifeline, keep_alive = multiprocessing.get_context("forkserver").Pipe(duplex=False)
+    executor = worker_pool(min(workers, len(jobs)), lifeline)
+    pool: set = set()
     try:
         futures = [executor.submit(process_chunk, chunk) for chunk in chunk_jobs(jobs, workers)]
+        pool = set(multiprocessing.active_children()) - before
         for future in as_completed(futures):
             yield from future.result()
+    except BaseException:  # GeneratorExit and KeyboardInterrupt included
+        for process in pool:
+            process.terminate()
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        keep_alive.close()
+        lifeline.close()

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from mammo_utils.reader.array import read_array
-from mammo_utils.reader.dicom import read_dicom
+from mammo_utils.reader.dicom import check_dicom, read_dicom
 from mammo_utils.reader.errors import MAX_PIXELS, ImageReadError
 from mammo_utils.reader.metadata import IDENTIFYING_KEYWORDS, METADATA_KEYS
-from mammo_utils.reader.raster import read_raster
+from mammo_utils.reader.raster import check_raster, read_raster
 
 __all__ = [
     "IDENTIFYING_KEYWORDS",
     "MAX_PIXELS",
     "METADATA_KEYS",
     "ImageReadError",
+    "check_image",
     "read_image",
     "sniff_format",
 ]
@@ -84,6 +85,25 @@ def read_image(
     return read_raster(data, label, fmt, name=name, allow_color=allow_color)
 
 
+def check_image(source: str | os.PathLike | bytes, *, name: str | None = None) -> dict:
+    """Check that ``source`` can be read as an image, without decoding its pixels.
+
+    The cheap part of :func:`read_image`: the format from the content, the header, the
+    size limit, and for DICOM the pixel data's presence and length (truncation). Ingest
+    calls it on every file it indexes, so a file that could never be read is rejected
+    there with its reason instead of reaching preprocessing. Returns the header
+    metadata (as :func:`read_image` does, without ``voi_source`` for rasters); raises
+    :class:`ImageReadError` naming the file and the reason.
+    """
+    label, name, data = _load(source, name)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageReadError(label, _unrecognised_reason(data, name))
+    if fmt in ("dicom", "dicom-raw"):
+        return check_dicom(data, label, name=name, raw=fmt == "dicom-raw")
+    return check_raster(data, label, fmt, name=name)
+
+
 def sniff_format(data: bytes) -> str | None:
     """``dicom``, ``dicom-raw`` (no preamble), ``png``, ``jpeg``, ``pgm`` or ``None``."""
     if data[128:132] == b"DICM":
@@ -125,4 +145,15 @@ def _unrecognised_reason(data: bytes, name: str | None) -> str:
     suffix = Path(name).suffix.lower() if name else ""
     if suffix in _DICOM_SUFFIXES:
         return f"named {suffix} but not DICOM: no 'DICM' marker at byte 128"
-    return f"not a DICOM, PNG, JPEG or PGM file (starts with {data[:8]!r})"
+    kind = "text" if _looks_like_text(data) else "binary data"
+    return f"not a DICOM, PNG, JPEG or PGM file (unrecognised {kind}, {len(data)} bytes)"
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """Whether the first kilobyte is printable ASCII or UTF-8 text (for the reason only)."""
+    head = data[:1024]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(character.isprintable() or character.isspace() for character in text)

@@ -16,6 +16,8 @@ Choices, so a reader of the code need not guess:
 from __future__ import annotations
 
 import io
+import re
+import struct
 
 import numpy as np
 import pydicom
@@ -30,10 +32,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from mammo_utils.reader.errors import ImageReadError, ensure_pixel_count
+from mammo_utils.reader.errors import ImageReadError, describe_exception, ensure_pixel_count
 from mammo_utils.reader.intensity import scale_to_unit, to_grayscale, window_to_unit
 from mammo_utils.reader.metadata import (
-    IDENTIFYING_KEYWORDS,
+    allowed_words,
     laterality_code,
     new_metadata,
     parse_laterality_view,
@@ -48,6 +50,8 @@ _NATIVE_SYNTAXES: dict[tuple[bool, bool], UID] = {
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
 }
+#: Offset of the file meta header: after the 128-byte preamble and the ``DICM`` marker.
+_META_START = 132
 _REQUIRED_PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
 #: Photometric interpretations read: grayscale, and colour models pydicom decodes to RGB.
 #: PALETTE COLOR is refused: its stored values are palette indices, not intensities.
@@ -87,20 +91,39 @@ def read_dicom(
     return image, metadata
 
 
+def check_dicom(data: bytes, label: str, *, name: str | None, raw: bool = False) -> dict:
+    """The header metadata of a DICOM file that :func:`read_dicom` would go on to decode;
+    raises :class:`ImageReadError` for everything refused before decoding (truncation,
+    no or short pixel data, an oversized or incomplete header, no decoder)."""
+    ds = _parse(data, label, raw=raw)
+    metadata = _header_metadata(ds, name)
+    _check_decodable(ds, label, metadata["warnings"])
+    return metadata
+
+
 def _parse(data: bytes, label: str, *, raw: bool) -> Dataset:
     """Parse the whole data set, every value included; any parser failure becomes a refusal.
 
     A raw data set has no file meta, so its transfer syntax is the encoding pydicom
     detected while parsing it.
     """
+    if not raw and len(data) < _META_START + 12:
+        raise ImageReadError(label, "truncated: the file ends inside its file meta header")
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=raw)
-        # pydicom parses values lazily, on first access: parse every one now, inside the try.
-        for _ in (*ds.file_meta.iterall(), *ds.iterall()):
-            pass
+        truncated = _meta_truncation(ds, data) or _truncation(ds, len(data))
+        if truncated is None:
+            # pydicom parses values lazily, on first access: parse every one now, inside
+            # the try.
+            for _ in (*ds.file_meta.iterall(), *ds.iterall()):
+                pass
+    except struct.error as exc:  # a length field itself cut off by the end of the file
+        raise ImageReadError(label, "truncated: the file ends inside a data element") from exc
     except Exception as exc:  # hostile bytes can fail anywhere in the parser
-        reason = f"not a readable DICOM file ({type(exc).__name__}: {exc})"
+        reason = f"not a readable DICOM file ({describe_exception(exc)})"
         raise ImageReadError(label, reason) from exc
+    if truncated is not None:
+        raise ImageReadError(label, truncated)
     if not isinstance(ds.file_meta.get("TransferSyntaxUID", ""), str):
         raise ImageReadError(label, "the file meta Transfer Syntax UID is not a UID string")
     if raw and "TransferSyntaxUID" not in ds.file_meta:
@@ -109,9 +132,46 @@ def _parse(data: bytes, label: str, *, raw: bool) -> Dataset:
     return ds
 
 
+def _meta_truncation(ds: Dataset, data: bytes) -> str | None:
+    """Why the file meta header is cut short, from its group length, or ``None``."""
+    group_length = ds.file_meta.get("FileMetaInformationGroupLength")
+    if data[128:132] != b"DICM" or not isinstance(group_length, int):
+        return _truncation(ds.file_meta, len(data))
+    if len(data) < _META_START + 12 + group_length:
+        return "truncated: the file ends inside its file meta header"
+    return None
+
+
+def _truncation(ds: Dataset, size: int) -> str | None:
+    """Why a parsed data set is cut short, or ``None``.
+
+    pydicom stops silently at the end of the file, inside an element's header or value,
+    so a truncated file would otherwise look like a complete one that lacks its later
+    elements (Pixel Data, most often). The last element, still raw (unparsed), says
+    where the data set should end.
+    """
+    if not ds:
+        return None
+    tag = max(ds.keys())
+    last = ds.get_item(tag)
+    length = getattr(last, "length", 0)
+    position = getattr(last, "value_tell", None)
+    if position is None or length == 0xFFFFFFFF:  # undefined length: ends with a delimiter
+        return None
+    end = position + length
+    if end > size:
+        element = "pixel data" if tag == 0x7FE00010 else f"element {tag}"
+        return (
+            f"{element} truncated: {length} bytes declared, the file ends "
+            f"{end - size} bytes short"
+        )
+    if end < size and size - end < 8:
+        return f"truncated: the file ends inside the header of the element after {tag}"
+    return None
+
+
 def _header_metadata(ds: Dataset, name: str | None) -> dict:
     """The allow-listed metadata, read from the header only."""
-    identifiers = _identifying_values(ds)
     parsed_laterality, parsed_view = parse_laterality_view(
         (ds.get("PatientID"), ds.get("SeriesDescription"), name)
     )
@@ -121,11 +181,6 @@ def _header_metadata(ds: Dataset, name: str | None) -> dict:
         or parsed_laterality
     )
     view = str(ds.get("ViewPosition") or "").strip().upper() or parsed_view
-    warnings: list[str] = []
-    description = str(ds.get("SeriesDescription") or "").strip() or None
-    if description and any(value in description for value in identifiers):
-        description = None
-        warnings.append("series description withheld: it contains an identifying value")
     ts = ds.file_meta.get("TransferSyntaxUID")
     metadata = new_metadata(
         "dicom",
@@ -139,16 +194,9 @@ def _header_metadata(ds: Dataset, name: str | None) -> dict:
         transfer_syntax=UID(ts).name if ts else None,
         window_center=_first_number(ds.get("WindowCenter")),
         window_width=_first_number(ds.get("WindowWidth")),
-        series_description=description,
+        series_description=allowed_words(ds.get("SeriesDescription")),
     )
-    metadata["warnings"].extend(warnings)
     return metadata
-
-
-def _identifying_values(ds: Dataset) -> list[str]:
-    """String forms of the identifying tags present (3+ characters), for redaction."""
-    values = (str(ds.get(keyword) or "").strip() for keyword in IDENTIFYING_KEYWORDS)
-    return [value for value in values if len(value) >= 3]
 
 
 def _check_decodable(ds: Dataset, label: str, warnings: list[str]) -> str:
@@ -168,7 +216,7 @@ def _check_decodable(ds: Dataset, label: str, warnings: list[str]) -> str:
     if photometric not in _SUPPORTED_PHOTOMETRIC:
         raise ImageReadError(
             label,
-            f"photometric interpretation {photometric!r} is not supported "
+            f"photometric interpretation {_code_string(photometric)} is not supported "
             "(grayscale MONOCHROME1/2, or RGB/YBR colour)",
         )
     ensure_pixel_count(int(ds.Rows), int(ds.Columns), label)
@@ -216,8 +264,7 @@ def _decode_first_frame(ds: Dataset, label: str, plugin: str) -> np.ndarray:
         ts = UID(ds.file_meta.TransferSyntaxUID)
         plugins = plugin or ", ".join(get_decoder(ts).available_plugins)
         decoders = f" by the installed decoders ({plugins})" if plugins else ""
-        cause = " ".join(str(exc).split())
-        cause = cause if len(cause) <= 240 else cause[:240] + "..."
+        cause = describe_exception(exc)
         raise ImageReadError(
             label,
             f"{ds.get('BitsStored', '?')}-bit {ts.name} pixel data could not be "
@@ -336,6 +383,14 @@ def _lut_entries(
     if entries.min() < 0 or entries.max() >= 2 ** (8 if bits == 8 else 16):
         return None, f"LUT values do not fit its {bits}-bit entries"
     return entries, None
+
+
+def _code_string(value: str) -> str:
+    """A DICOM code string (upper case, digits, ``_``, space, at most 16) quoted, else a
+    note that it is none: a header's free text is never repeated in a reason."""
+    if re.fullmatch(r"[A-Z0-9_ ]{1,16}", value):
+        return repr(value)
+    return "(not a valid code string)"
 
 
 def _first_number(value: object) -> float | None:

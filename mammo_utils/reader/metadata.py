@@ -3,7 +3,10 @@
 Only the keys in :data:`METADATA_KEYS` ever leave the reader. Patient-identifying tags
 (name, ID, birth date, accession number, institution, UIDs...) are read at most to
 parse laterality and view from CBIS-DDSM style identifiers such as
-``Mass-Test_P_00820_LEFT_CC``; the identifier itself is never returned.
+``Mass-Test_P_00820_LEFT_CC``; the identifier itself is never returned. The one free-text
+field kept, ``series_description``, is reduced to the words of
+:data:`DESCRIPTION_WORDS` (laterality, view and image kind) by :func:`allowed_words`,
+so a description such as ``L CC Jane Doe 1965-04-12 mrn 99812345`` comes out as ``L CC``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,21 @@ _LATERALITY_CODES = {"L": "LEFT", "R": "RIGHT", "LEFT": "LEFT", "RIGHT": "RIGHT"
 #: Mammographic view codes recognised inside free text (file names, CBIS-DDSM IDs).
 _VIEW_TOKENS = frozenset({"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO"})
 _TOKEN_SPLIT = re.compile(r"[^A-Z0-9]+")
+#: The words a free-text DICOM field may keep: laterality, view, and the image kinds
+#: CBIS-DDSM series describe (``full mammogram images``, ``ROI mask images``, ``cropped
+#: images``; inference tells a crop from a mammogram by them). Anything else is dropped.
+DESCRIPTION_WORDS = frozenset(
+    {*_LATERALITY_CODES, *_VIEW_TOKENS,
+     "FULL", "MAMMOGRAM", "MAMMOGRAPHY", "IMAGE", "IMAGES", "ROI", "MASK", "CROP", "CROPPED"}
+)
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def allowed_words(text: object) -> str | None:
+    """The words of ``text`` found in :data:`DESCRIPTION_WORDS`, in order, joined by
+    spaces (``None`` when none is): free text reduced to what cannot identify anyone."""
+    words = [word for word in _WORD.findall(str(text or "")) if word.upper() in DESCRIPTION_WORDS]
+    return " ".join(words) or None
 
 
 def new_metadata(fmt: str, **values) -> dict:

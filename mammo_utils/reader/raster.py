@@ -55,6 +55,20 @@ def read_raster(
     return scale_to_unit(gray, 0.0, float(maxval)), metadata
 
 
+def check_raster(data: bytes, label: str, fmt: str, *, name: str | None) -> dict:
+    """The metadata of a PNG, JPEG or PGM that :func:`read_raster` would go on to decode,
+    from its header (a PGM, small and unframed, is decoded); raises
+    :class:`ImageReadError` for a header refused before decoding or a truncated PNG."""
+    if fmt == "pgm":
+        return read_raster(data, label, fmt, name=name, allow_color=True)[1]
+    rows, columns = _png_size(data, label) if fmt == "png" else _jpeg_size(data, label)
+    ensure_pixel_count(rows, columns, label)
+    if fmt == "png" and b"IEND" not in data[-12:]:
+        raise ImageReadError(label, "PNG truncated: it does not end with an IEND chunk")
+    laterality, view = parse_laterality_view([name])
+    return new_metadata(fmt, laterality=laterality, view=view, rows=rows, columns=columns)
+
+
 def _png_size(data: bytes, label: str) -> tuple[int, int]:
     """(rows, columns) from the IHDR chunk, which a valid PNG has right after its signature."""
     if len(data) < 24 or data[12:16] != b"IHDR":

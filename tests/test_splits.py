@@ -136,5 +136,5 @@ def test_combine_prefixes_patients_and_recomputes_splits() -> None:
     assert set(merged.datasets) == {"mias", "folder"}
     assert set(merged.index["split"]) == {"train", "val", "test"}
     assert len(merged.reconciliation) == 2
-    with pytest.raises(ValueError, match="more than one ingest"):
+    with pytest.raises(ValueError, match="is given to two images"):
         combine([result("mias", "m"), result("folder", "m")])

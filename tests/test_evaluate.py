@@ -10,11 +10,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_inference import png_bytes, synthetic_breast
 
 from mammo_utils.classes import scheme_classes
 from mammo_utils.cli import main
 from mammo_utils.comparison import TABLE_METRICS, write_comparison
 from mammo_utils.evaluate import evaluate_model
+from mammo_utils.files import sha256_file
 from mammo_utils.metrics import BOOTSTRAP_METRICS
 from mammo_utils.model_card import find_model_dirs
 
@@ -188,3 +190,142 @@ def test_permuted_class_order_is_scored_against_its_own_units(
         card_classes
     assert result.metrics["accuracy"] > 0.75
     assert (predictions["predicted_label"] == predictions["true_label"]).mean() > 0.75
+
+
+# ----------------------------------------------------------------- image and breast levels
+ROI_SOURCES = [
+    # image_id, patient, laterality, view, label, lesion
+    ("p1_l_cc", "P1", "LEFT", "CC", "MALIGNANT", True),
+    ("p1_l_mlo", "P1", "LEFT", "MLO", "MALIGNANT", True),
+    ("p2_r_cc", "P2", "RIGHT", "CC", "NORMAL", False),
+    ("p2_r_mlo", "P2", "RIGHT", "MLO", "BENIGN", False),
+    ("p3_l_cc", "P3", "LEFT", "CC", "NORMAL", False),
+    ("p3_r_cc", "P3", "RIGHT", "CC", "MALIGNANT", True),
+    ("p4_l_cc", "P4", "LEFT", "CC", "not a class", False),
+]
+
+
+@pytest.fixture(scope="module")
+def roi_project(tmp_path_factory) -> Path:
+    """A workspace-shaped project: an ingest index of whole synthetic breasts under
+    data/interim/levels/ and a roi folder made from it under data/processed/levels/."""
+    root = tmp_path_factory.mktemp("project")
+    interim = root / "data" / "interim" / "levels"
+    processed = root / "data" / "processed" / "levels" / "roi-32-128x96"
+    (interim / "images").mkdir(parents=True)
+    processed.mkdir(parents=True)
+    index_rows, manifest_rows = [], []
+    for number, (image_id, patient, side, view, label, lesion) in enumerate(ROI_SOURCES):
+        image, _ = synthetic_breast(lesion, chest_wall="left" if side == "LEFT" else "right",
+                                    seed=number)
+        path = interim / "images" / f"{image_id}.png"
+        path.write_bytes(png_bytes(image))
+        index_rows.append({"image_id": image_id, "patient_id": patient, "dataset": "synthetic",
+                           "official_split": "test", "split": "test", "laterality": side,
+                           "view": view, "label": label, "image_path": str(path)})
+        patch = np.full((32, 32), 1.0 if lesion else 0.3)
+        (processed / f"{image_id}.png").write_bytes(png_bytes(patch))
+        manifest_rows.append({"path": f"{image_id}.png", "item_id": f"{image_id}_0",
+                              "image_id": image_id, "patient_id": patient, "split": "test",
+                              "label": "MALIGNANT" if lesion else "NORMAL",
+                              "dataset": "synthetic"})
+    pd.DataFrame(index_rows).to_csv(interim / "index.csv", index=False)
+    pd.DataFrame(manifest_rows).to_csv(processed / "manifest.csv", index=False)
+    (processed / "preprocess_config.json").write_text(json.dumps({
+        "task": "roi", "size": 32, "working_size": [128, 96], "min_breast_fraction": 0.5,
+        "index_sha256": sha256_file(interim / "index.csv"), "datasets": ["synthetic"]}))
+    return processed
+
+
+@pytest.fixture(scope="module")
+def roi_levels(bright_roi_model_dir, roi_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("levels_report")
+    return evaluate_model(bright_roi_model_dir, roi_project, "test", out, n_bootstrap=20,
+                          progress=False)
+
+
+def test_roi_image_level_is_the_inference_code_path(roi_levels, bright_roi_model_dir):
+    from mammo_utils.inference import Classifier
+
+    images = roi_levels.level_predictions["image"]
+    classifier = Classifier.from_dir(bright_roi_model_dir)
+    classes = list(classifier.classes)
+    assert len(images) == 6  # the unlabelled image is left out
+    for row in images.to_dict("records"):
+        expected = classifier.predict(row["image_path"]).probabilities
+        np.testing.assert_allclose([row[f"p_{c}"] for c in classes],
+                                   [expected[c] for c in classes], atol=1e-6)
+    lesion = images.set_index("image_id")["predicted_label"]
+    assert lesion["p1_l_cc"] == "MALIGNANT" and lesion["p2_r_cc"] == "NORMAL"
+
+
+def test_every_level_is_written_with_its_counts_and_rules(roi_levels):
+    metrics = json.loads(roi_levels.metrics_path.read_text())
+    assert metrics["level"] == "patch"
+    sections = metrics["levels"]
+    assert set(sections) == {"patch", "image", "breast"}
+    for level in ("patch", "image", "breast"):
+        assert (roi_levels.metrics_dir / f"predictions_{level}.csv").is_file()
+        assert set(BOOTSTRAP_METRICS) <= set(sections[level]), level
+        assert "malignant_roc_auc" in sections[level]["bootstrap"]["intervals"]
+    image = sections["image"]
+    assert image["n_images"] == 6 and image["malignant_roc_auc"] == 1.0
+    assert image["counts"]["label_not_in_scheme"] == 1
+    assert image["counts"]["images_in_split"] == 7
+    assert image["counts"]["aggregation"] == "max"
+    breast = sections["breast"]
+    assert breast["n_images"] == 4 and breast["aggregation"] == "mean"
+    assert breast["counts"]["single_view"] == 2 and breast["counts"]["two_or_more_views"] == 2
+    breasts = pd.read_csv(roi_levels.metrics_dir / "predictions_breast.csv")
+    labels = breasts.set_index("breast_id")["true_label"]
+    assert labels["P2_RIGHT"] == "BENIGN"  # the most severe of NORMAL and BENIGN
+    assert metrics["protocol"] == "official synthetic test split, 6 images, 4 breasts, 3 patients"
+    assert {"image_confusion_matrix", "image_roc"} <= set(roi_levels.figures)
+
+
+def test_topk_mean_is_recorded_and_changes_the_image_probabilities(
+    bright_roi_model_dir, roi_project, roi_levels, tmp_path
+):
+    result = evaluate_model(bright_roi_model_dir, roi_project, "test", tmp_path, n_bootstrap=10,
+                            make_figures=False, progress=False, aggregation="topk_mean",
+                            top_k=1000, breast_rule="max")
+    assert result.metrics["rules"] == {"image_aggregation": "top1000_mean",
+                                       "breast_aggregation": "max"}
+    smooth = result.level_predictions["image"]["p_MALIGNANT"].to_numpy()
+    sharp = roi_levels.level_predictions["image"]["p_MALIGNANT"].to_numpy()
+    # Every patch averaged: a lesion no longer decides alone.
+    assert (smooth <= sharp + 1e-9).all() and (smooth < sharp - 0.1).any()
+
+
+def test_levels_without_an_index_say_why(processed_dir, models_dir, tmp_path):
+    result = evaluate_model(models_dir / "tiny_a", processed_dir, "test", tmp_path,
+                            n_bootstrap=10, make_figures=False, progress=False)
+    sections = result.metrics["levels"]
+    assert "image model has no patch level" in sections["patch"]["not_applicable"]
+    assert sections["image"]["n_images"] == 16  # an image model's rows are the mammograms
+    assert "ingest index not found" in sections["breast"]["not_applicable"]
+
+
+def test_a_changed_index_is_not_used(bright_roi_model_dir, roi_project, tmp_path):
+    changed = tmp_path / "index.csv"
+    pd.read_csv(roi_project.parents[2] / "interim" / "levels" / "index.csv").to_csv(
+        changed, index=False, sep=";")
+    result = evaluate_model(bright_roi_model_dir, roi_project, "test", tmp_path, n_bootstrap=10,
+                            make_figures=False, progress=False, index=changed)
+    assert "index_sha256 differs" in result.metrics["levels"]["image"]["not_applicable"]
+
+
+def test_cli_evaluate_prints_every_level(bright_roi_model_dir, roi_project, tmp_path, capsys):
+    status = main(["evaluate", "--model", str(bright_roi_model_dir), "--data", str(roi_project),
+                   "--out", str(tmp_path), "--bootstrap", "10", "--no-figures",
+                   "--aggregation", "topk_mean", "--top-k", "2", "--breast-rule", "max"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "image: 6 rows, malignant_roc_auc 1.000" in out
+    assert "breast: 4 rows" in out
+    assert "protocol: official synthetic test split" in out
+    metrics = json.loads((tmp_path / "metrics" / "bright_roi" / "metrics.json").read_text())
+    assert metrics["rules"] == {"image_aggregation": "top2_mean", "breast_aggregation": "max"}
+    assert main(["evaluate", "--model", str(bright_roi_model_dir), "--data", str(roi_project),
+                 "--out", str(tmp_path), "--aggregation", "topk_mean", "--top-k", "0"]) == 1
+    assert "k >= 1" in capsys.readouterr().err

@@ -14,9 +14,10 @@ from fixtures_inference import png_bytes, synthetic_breast
 
 from mammo_utils.classes import scheme_classes
 from mammo_utils.cli import main
-from mammo_utils.comparison import TABLE_METRICS, write_comparison
+from mammo_utils.comparison import LEVEL_ORDER, TABLE_METRICS, level_column, write_comparison
 from mammo_utils.evaluate import evaluate_model
 from mammo_utils.files import sha256_file
+from mammo_utils.levels import LEVELS
 from mammo_utils.metrics import BOOTSTRAP_METRICS
 from mammo_utils.model_card import find_model_dirs
 
@@ -126,9 +127,17 @@ def test_comparison_table(processed_dir, models_dir, tmp_path):
         assert row[f"{name}_lower"] == pytest.approx(interval["lower"]), name
     assert (table["training_time_s"] == 1.5).all()
     markdown = (tmp_path / "metrics" / "comparison.md").read_text()
-    assert markdown.count("\n") == 4  # header, rule, two models
-    assert "tiny_a" in markdown and "[" in markdown
-    assert all(name in markdown.splitlines()[0] for name in TABLE_METRICS)
+    levels_table, full_table = markdown.split("\n\n")[-2:]
+    # header, rule, two models
+    assert len(levels_table.splitlines()) == 4 and len(full_table.splitlines()) == 4
+    assert "tiny_a" in full_table and "[" in full_table
+    assert all(name in full_table.splitlines()[0] for name in TABLE_METRICS)
+    assert markdown.startswith("Protocol: synthetic test split, 16 images, 16 patients\n")
+    # An image model is scored at the image level only: its patch and breast cells are n/a.
+    assert levels_table.splitlines()[0] == ("| model | image malignant_roc_auc | "
+                                           "breast malignant_roc_auc | patch malignant_roc_auc |")
+    assert levels_table.splitlines()[2].endswith("(n=16) | n/a | n/a |")
+    assert row["image_malignant_roc_auc"] == pytest.approx(metrics["malignant_roc_auc"])
     assert pd.read_csv(tmp_path / "metrics" / "comparison.csv").shape[0] == 2
 
 
@@ -329,3 +338,33 @@ def test_cli_evaluate_prints_every_level(bright_roi_model_dir, roi_project, tmp_
     assert main(["evaluate", "--model", str(bright_roi_model_dir), "--data", str(roi_project),
                  "--out", str(tmp_path), "--aggregation", "topk_mean", "--top-k", "0"]) == 1
     assert "k >= 1" in capsys.readouterr().err
+
+
+def test_comparison_shows_every_level_with_the_image_level_first(roi_levels):
+    table = write_comparison(roi_levels.metrics_dir.parent)
+    assert set(LEVEL_ORDER) == set(LEVELS)
+    row = table.iloc[0]
+    sections = roi_levels.metrics["levels"]
+    for level in LEVELS:
+        assert row[level_column(level)] == pytest.approx(sections[level]["malignant_roc_auc"])
+        interval = sections[level]["bootstrap"]["intervals"]["malignant_roc_auc"]
+        assert row[f"{level_column(level)}_lower"] == pytest.approx(interval["lower"],
+                                                                    nan_ok=True)
+    assert row["protocol"].startswith("official synthetic test split")
+    interval_columns = [c for c in table.columns if f"{c}_lower" in table]
+    assert interval_columns[0] == "image_malignant_roc_auc"  # the headline of index.html
+
+
+def test_index_html_leads_with_the_image_level(bright_roi_model_dir, roi_project, tmp_path):
+    from mammo_utils.report import write_index
+
+    run_dir = tmp_path / "reports" / "levels_run"
+    evaluate_model(bright_roi_model_dir, roi_project, "test", run_dir, n_bootstrap=10,
+                   make_figures=False, progress=False)
+    write_comparison(run_dir / "metrics")
+    (run_dir / "params.yaml").write_text("name: levels\n")
+    page = write_index(tmp_path / "reports").read_text()
+    headline = page.index("image_malignant_roc_auc 1.000")
+    assert headline < page.index("breast_malignant_roc_auc") < page.index(
+        "patch_malignant_roc_auc")
+    assert "protocol: official synthetic test split, 6 images, 4 breasts, 3 patients" in page

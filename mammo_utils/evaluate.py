@@ -17,7 +17,14 @@ The source images, their laterality and view come from the ingest index the fold
 made from (:func:`find_source_index`): ``data/interim/<key>/index.csv`` beside
 ``data/processed/<key>/<folder>/``, checked against the ``index_sha256`` that
 ``preprocess_config.json`` recorded. A level that cannot be computed is recorded as not
-applicable, with the reason. Outputs follow the run layout of ``reports/<run>/``::
+applicable, with the reason; so is a metric undefined on the data (a class the data set
+lacks), under ``not_applicable_metrics``.
+
+A folder made from another ingest index than the model's training data is an
+*external* validation: its results go to ``metrics/<model>/external/<key>-<folder>/``
+with ``internal_vs_external.md``, comparing them with the model's internal
+``metrics.json`` (:mod:`mammo_utils.external`). Outputs follow the run layout of
+``reports/<run>/``::
 
     <out_dir>/metrics/<model>/predictions.csv (the manifest's level, as before),
                               predictions_<level>.csv, metrics.json
@@ -41,7 +48,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from mammo_utils import figures, levels
+from mammo_utils import external, figures, levels
 from mammo_utils.classes import UnknownLabelError, map_label, scheme_classes
 from mammo_utils.files import sha256_file
 from mammo_utils.ingest import INDEX_FILE
@@ -316,14 +323,19 @@ def _image_level(
     return _level_table(images, proba, classes), details
 
 
-def _protocol(images: pd.DataFrame, split: str, n_breasts: int | None) -> str:
+def protocol_statement(images: pd.DataFrame, split: str, n_breasts: int | None) -> str:
     """The test protocol in words: "official CBIS-DDSM test split, N images, M breasts,
-    K patients" (official when every image's ``official_split`` is the split)."""
+    K patients". Official when every image's ``official_split`` is ``split``; when only
+    some are, the statement says how many."""
     datasets = ", ".join(sorted(images["dataset"].astype(str).unique())) or "unknown"
-    official = ("official_split" in images and len(images)
-                and (images["official_split"].astype(str) == split).all())
-    parts = [f"{'official ' if official else ''}{datasets} {split} split",
-             f"{len(images)} images"]
+    in_official = 0
+    if "official_split" in images:
+        in_official = int((images["official_split"].astype(str) == split).sum())
+    official = len(images) > 0 and in_official == len(images)
+    name = f"{'official ' if official else ''}{datasets} {split} split"
+    if 0 < in_official < len(images):
+        name += f" ({in_official} of its images in the official {split} set)"
+    parts = [name, f"{len(images)} images"]
     if n_breasts is not None:
         parts.append(f"{n_breasts} breasts")
     parts.append(f"{images['patient_id'].nunique()} patients")
@@ -448,23 +460,37 @@ def evaluate_model(
         tables["breast"] = breasts
         sections["breast"] = {**_score(breasts, classes, n_bootstrap, seed),
                               "counts": counts, "aggregation": breast_rule}
+    data_name = _data_name(rows, data_dir)
+    metrics["not_applicable_metrics"] = external.undefined_reasons(metrics, data_name)
+    for section in sections.values():
+        if "not_applicable" not in section:
+            section["not_applicable_metrics"] = external.undefined_reasons(section, data_name)
     if "image" in tables:
         n_breasts = len(tables["breast"]) if "breast" in tables else None
-        metrics["protocol"] = _protocol(_with_official(tables["image"], source_index),
+        metrics["protocol"] = protocol_statement(_with_official(tables["image"], source_index),
                                         split, n_breasts)
     metrics["levels"] = sections
     metrics["rules"] = {"image_aggregation": aggregation_label, "breast_aggregation": breast_rule}
 
     out_dir = Path(out_dir)
     metrics_dir = out_dir / "metrics" / card.model_name
+    figures_dir = out_dir / "figures" / card.model_name
+    if is_external(card.preprocessing, manifest.config):
+        key = _data_key(data_dir)
+        metrics["external"] = _external_section(metrics, metrics_dir / METRICS_FILE, data_name)
+        metrics_dir = metrics_dir / external.EXTERNAL_DIR / key
+        figures_dir = figures_dir / external.EXTERNAL_DIR / key
     metrics_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(metrics_dir / PREDICTIONS_FILE, index=False)
     for level, level_table in tables.items():
         level_table.to_csv(metrics_dir / levels.predictions_file(level), index=False)
     write_metrics(metrics, metrics_dir / METRICS_FILE)
+    if "external" in metrics and metrics["external"].get("rows") is not None:
+        section = metrics["external"]
+        (metrics_dir / external.EXTERNAL_TABLE_FILE).write_text(external.comparison_markdown(
+            section["rows"], section["internal"], section["external"]))
     paths = {}
     if make_figures:
-        figures_dir = out_dir / "figures" / card.model_name
         paths = write_figures(
             table, metrics, classes, figures_dir, model_dir / HISTORY_FILE, card.model_name,
         )
@@ -480,6 +506,44 @@ def evaluate_model(
         figures=paths,
         level_predictions=tables,
     )
+
+
+def is_external(training_config: dict, data_config: dict) -> bool:
+    """True when a processed folder comes from another ingest index than the model's
+    training data (both ``preprocess_config.json`` contents record ``index_sha256``)."""
+    trained, scored = training_config.get("index_sha256"), data_config.get("index_sha256")
+    return bool(trained and scored and trained != scored)
+
+
+def _data_name(rows: pd.DataFrame, data_dir: str | Path) -> str:
+    """The data set's name for messages: the manifest's ``dataset`` values, else the folder."""
+    if "dataset" in rows:
+        return ", ".join(sorted(rows["dataset"].astype(str).unique()))
+    return Path(data_dir).name
+
+
+def _data_key(data_dir: str | Path) -> str:
+    """``<key>-<folder>`` of ``data/processed/<key>/<folder>``: the external result's folder."""
+    resolved = Path(data_dir).resolve()
+    return f"{resolved.parent.name}-{resolved.name}"
+
+
+def _external_section(metrics: dict, internal_path: Path, data_name: str) -> dict:
+    """The internal-versus-external comparison, from the model's internal ``metrics.json``
+    (its own test split, evaluated before into the same run folder)."""
+    described = metrics.get("protocol") or f"{data_name} {metrics['split']} split"
+    if not internal_path.is_file():
+        return {"internal": None, "external": described, "rows": None,
+                "reason": f"{internal_path}: no internal evaluation; evaluate the model on "
+                          "its own test split into the same folder first"}
+    internal = json.loads(internal_path.read_text())
+    rows = external.compare_levels(internal, metrics)
+    return {
+        "internal": internal.get("protocol") or str(internal.get("data", {}).get("manifest")),
+        "internal_metrics": str(internal_path),
+        "external": described,
+        "rows": rows,
+    }
 
 
 def _severity(classes: list[str], scheme: str) -> list[str]:

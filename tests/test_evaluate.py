@@ -15,7 +15,7 @@ from fixtures_inference import png_bytes, synthetic_breast
 from mammo_utils.classes import scheme_classes
 from mammo_utils.cli import main
 from mammo_utils.comparison import LEVEL_ORDER, TABLE_METRICS, level_column, write_comparison
-from mammo_utils.evaluate import evaluate_model
+from mammo_utils.evaluate import evaluate_model, protocol_statement
 from mammo_utils.files import sha256_file
 from mammo_utils.levels import LEVELS
 from mammo_utils.metrics import BOOTSTRAP_METRICS
@@ -214,22 +214,21 @@ ROI_SOURCES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def roi_project(tmp_path_factory) -> Path:
+def write_project(root: Path, sources, *, key: str = "levels", dataset: str = "synthetic",
+                  seed: int = 0) -> Path:
     """A workspace-shaped project: an ingest index of whole synthetic breasts under
-    data/interim/levels/ and a roi folder made from it under data/processed/levels/."""
-    root = tmp_path_factory.mktemp("project")
-    interim = root / "data" / "interim" / "levels"
-    processed = root / "data" / "processed" / "levels" / "roi-32-128x96"
+    data/interim/<key>/ and a roi folder made from it under data/processed/<key>/."""
+    interim = root / "data" / "interim" / key
+    processed = root / "data" / "processed" / key / "roi-32-128x96"
     (interim / "images").mkdir(parents=True)
     processed.mkdir(parents=True)
     index_rows, manifest_rows = [], []
-    for number, (image_id, patient, side, view, label, lesion) in enumerate(ROI_SOURCES):
+    for number, (image_id, patient, side, view, label, lesion) in enumerate(sources):
         image, _ = synthetic_breast(lesion, chest_wall="left" if side == "LEFT" else "right",
-                                    seed=number)
+                                    seed=seed + number)
         path = interim / "images" / f"{image_id}.png"
         path.write_bytes(png_bytes(image))
-        index_rows.append({"image_id": image_id, "patient_id": patient, "dataset": "synthetic",
+        index_rows.append({"image_id": image_id, "patient_id": patient, "dataset": dataset,
                            "official_split": "test", "split": "test", "laterality": side,
                            "view": view, "label": label, "image_path": str(path)})
         patch = np.full((32, 32), 1.0 if lesion else 0.3)
@@ -237,13 +236,18 @@ def roi_project(tmp_path_factory) -> Path:
         manifest_rows.append({"path": f"{image_id}.png", "item_id": f"{image_id}_0",
                               "image_id": image_id, "patient_id": patient, "split": "test",
                               "label": "MALIGNANT" if lesion else "NORMAL",
-                              "dataset": "synthetic"})
+                              "dataset": dataset})
     pd.DataFrame(index_rows).to_csv(interim / "index.csv", index=False)
     pd.DataFrame(manifest_rows).to_csv(processed / "manifest.csv", index=False)
     (processed / "preprocess_config.json").write_text(json.dumps({
         "task": "roi", "size": 32, "working_size": [128, 96], "min_breast_fraction": 0.5,
-        "index_sha256": sha256_file(interim / "index.csv"), "datasets": ["synthetic"]}))
+        "index_sha256": sha256_file(interim / "index.csv"), "datasets": [dataset]}))
     return processed
+
+
+@pytest.fixture(scope="module")
+def roi_project(tmp_path_factory) -> Path:
+    return write_project(tmp_path_factory.mktemp("project"), ROI_SOURCES)
 
 
 @pytest.fixture(scope="module")
@@ -368,3 +372,96 @@ def test_index_html_leads_with_the_image_level(bright_roi_model_dir, roi_project
     assert headline < page.index("breast_malignant_roc_auc") < page.index(
         "patch_malignant_roc_auc")
     assert "protocol: official synthetic test split, 6 images, 4 breasts, 3 patients" in page
+
+
+
+# ----------------------------------------------------------------- external validation
+@pytest.fixture(scope="module")
+def trained_on_roi_project(bright_roi_model_dir, roi_project, tmp_path_factory) -> Path:
+    """The bright-spot model with a card saying it was trained on ``roi_project``."""
+    folder = tmp_path_factory.mktemp("trained") / "bright_roi"
+    shutil.copytree(bright_roi_model_dir, folder)
+    card_path = folder / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["preprocessing"] = json.loads((roi_project / "preprocess_config.json").read_text())
+    card_path.write_text(json.dumps(card))
+    return folder
+
+
+WITHOUT_MALIGNANT = [
+    ("x1_l_cc", "X1", "LEFT", "CC", "NORMAL", False),
+    ("x1_l_mlo", "X1", "LEFT", "MLO", "BENIGN", False),
+    ("x2_r_cc", "X2", "RIGHT", "CC", "BENIGN", False),
+    ("x3_r_cc", "X3", "RIGHT", "CC", "NORMAL", False),
+]
+
+
+def test_external_validation_without_a_class_says_why(trained_on_roi_project, roi_project,
+                                                      tmp_path_factory, tmp_path):
+    other = write_project(tmp_path_factory.mktemp("other"), WITHOUT_MALIGNANT, key="other",
+                          dataset="othersynth", seed=50)
+    internal = evaluate_model(trained_on_roi_project, roi_project, "test", tmp_path,
+                              n_bootstrap=20, make_figures=False, progress=False)
+    assert "external" not in internal.metrics  # its own data: internal
+    result = evaluate_model(trained_on_roi_project, other, "test", tmp_path, n_bootstrap=20,
+                            make_figures=False, progress=False)
+    assert result.metrics_dir == (tmp_path / "metrics" / "bright_roi" / "external"
+                                  / "other-roi-32-128x96")
+    image = result.metrics["levels"]["image"]
+    assert image["malignant_roc_auc"] is None
+    assert image["not_applicable_metrics"]["malignant_roc_auc"] == \
+        "no MALIGNANT images in othersynth"
+    assert image["not_applicable_metrics"]["per_class.BENIGN_WITHOUT_CALLBACK.roc_auc"] == \
+        "no BENIGN_WITHOUT_CALLBACK images in othersynth"
+    assert image["macro_roc_auc"] is not None  # NORMAL and BENIGN remain: still defined
+    table = (result.metrics_dir / "internal_vs_external.md").read_text()
+    assert "Internal: official synthetic test split, 6 images" in table
+    assert "External: official othersynth test split, 4 images, 3 breasts, 3 patients" in table
+    assert ("image malignant_roc_auc: not applicable externally "
+            "(no MALIGNANT images in othersynth)") in table
+    # The internal result is left as it was.
+    assert json.loads(internal.metrics_path.read_text())["levels"]["image"]["n_images"] == 6
+
+
+def test_external_validation_with_another_seed_compares_every_level(
+    trained_on_roi_project, roi_project, tmp_path_factory, tmp_path
+):
+    other = write_project(tmp_path_factory.mktemp("seed"), ROI_SOURCES, key="seed7", seed=70)
+    evaluate_model(trained_on_roi_project, roi_project, "test", tmp_path, n_bootstrap=20,
+                   make_figures=False, progress=False)
+    result = evaluate_model(trained_on_roi_project, other, "test", tmp_path, n_bootstrap=20,
+                            make_figures=False, progress=False)
+    rows = result.metrics["external"]["rows"]
+    assert {row["level"] for row in rows} == {"patch", "image", "breast"}
+    image_auc = next(r for r in rows if r["level"] == "image" and r["metric"] ==
+                     "malignant_roc_auc")
+    assert image_auc["internal"] == 1.0 and image_auc["external"] == 1.0
+    assert image_auc["drop"] == 0.0 and image_auc["beyond_interval"] is False
+
+
+def test_cli_external_validation(trained_on_roi_project, roi_project, tmp_path_factory,
+                                 tmp_path, capsys):
+    other = write_project(tmp_path_factory.mktemp("cli_other"), WITHOUT_MALIGNANT,
+                          key="cli_other", dataset="othersynth", seed=90)
+    common = ["--out", str(tmp_path), "--bootstrap", "10", "--no-figures"]
+    assert main(["evaluate", "--model", str(trained_on_roi_project), "--data", str(other),
+                 *common]) == 0
+    assert "no internal evaluation" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(trained_on_roi_project), "--data",
+                 str(roi_project), *common]) == 0
+    assert main(["evaluate", "--model", str(trained_on_roi_project), "--data", str(other),
+                 *common]) == 0
+    out = capsys.readouterr().out
+    assert "external validation: official othersynth test split" in out
+    assert "image malignant_roc_auc: not applicable externally" in out
+
+
+def test_the_protocol_says_whether_the_test_split_is_the_official_one():
+    images = pd.DataFrame({"dataset": "cbis-ddsm", "patient_id": ["P1", "P1", "P2", "P3"],
+                           "official_split": ["test", "test", "test", "test"]})
+    assert protocol_statement(images, "test", 3) == \
+        "official cbis-ddsm test split, 4 images, 3 breasts, 3 patients"
+    images.loc[3, "official_split"] = "train"  # a patient in both official files
+    assert protocol_statement(images, "test", None) == (
+        "cbis-ddsm test split (3 of its images in the official test set), 4 images, "
+        "3 patients")

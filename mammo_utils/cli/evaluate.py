@@ -18,7 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True,
                         help="model directory (model.keras + model_card.json)")
     parser.add_argument("--data", type=Path, required=True,
-                        help="processed folder holding manifest.csv")
+                        help="processed folder holding manifest.csv; a folder made from "
+                             "another data set than the model's is an external validation")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--out", type=Path, required=True,
                         help="run report folder; writes metrics/<model>/ and figures/<model>/")
@@ -67,6 +68,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {level}: {section['n_images']} rows, malignant_roc_auc {shown}")
     if "protocol" in m:
         print(f"protocol: {m['protocol']}")
+    if "external" in m:
+        section = m["external"]
+        if section["rows"] is None:
+            print(f"external validation, no comparison: {section['reason']}")
+        else:
+            print(f"external validation: {section['external']} against {section['internal']}")
+            for row in section["rows"]:
+                if row["metric"] == "malignant_roc_auc":
+                    print(f"  {row['statement']}")
     print(f"wrote {result.predictions_path}, {result.metrics_path}, "
           f"{len(result.figures)} figures")
     return 0

@@ -323,6 +323,52 @@ def _image_level(
     return _level_table(images, proba, classes), details
 
 
+def _score_levels(
+    model, card, manifest, split: str, table: pd.DataFrame, metrics: dict,
+    source_index: pd.DataFrame | None, index_reason: str | None, *, aggregation: str,
+    top_k: int, breast_rule: str, batch_size: int, n_bootstrap: int, seed: int,
+    progress: bool,
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """The predictions table and the ``metrics.json`` section of every level: the
+    manifest's level from ``table`` and ``metrics``, then image, then breast."""
+    classes = list(card.classes)
+    tables: dict[str, pd.DataFrame] = {}
+    sections: dict[str, dict] = {}
+    if card.task == "roi":
+        tables["patch"] = table
+        sections["patch"] = {key: value for key, value in metrics.items()
+                             if key not in ("model", "data", "inference")}
+    else:
+        sections["patch"] = {"not_applicable": "an image model has no patch level"}
+    try:
+        started = time.perf_counter()
+        image_table, details = _image_level(
+            model, card, manifest, split, table, source_index, aggregation=aggregation,
+            top_k=top_k, batch_size=batch_size, progress=progress)
+        seconds = time.perf_counter() - started
+        tables["image"] = image_table
+        sections["image"] = {**_score(image_table, classes, n_bootstrap, seed),
+                             "counts": details, "seconds": seconds}
+        if card.task == "roi":
+            sections["image"]["images_per_second"] = (
+                len(image_table) / seconds if seconds > 0 else None)
+    except NotApplicable as exc:
+        sections["image"] = {"not_applicable": str(exc) if index_reason is None
+                             else f"{exc}: {index_reason}"}
+    if "image" not in tables:
+        sections["breast"] = {"not_applicable": "no image level to combine"}
+    elif source_index is None:
+        sections["breast"] = {"not_applicable": f"laterality unknown: {index_reason}"}
+    else:
+        breasts, counts = levels.pair_breasts(
+            tables["image"], classes, _severity(classes, card.label_scheme),
+            _suspicious(classes), breast_rule)
+        tables["breast"] = breasts
+        sections["breast"] = {**_score(breasts, classes, n_bootstrap, seed),
+                              "counts": counts, "aggregation": breast_rule}
+    return tables, sections
+
+
 def protocol_statement(images: pd.DataFrame, split: str, n_breasts: int | None) -> str:
     """The test protocol in words: "official CBIS-DDSM test split, N images, M breasts,
     K patients". Official when every image's ``official_split`` is ``split``; when only
@@ -426,40 +472,10 @@ def evaluate_model(
         index_reason = None
     except NotApplicable as exc:
         source_index, index_reason = None, str(exc)
-    tables: dict[str, pd.DataFrame] = {}
-    sections: dict[str, dict] = {}
-    if primary == "patch":
-        tables["patch"] = table
-        sections["patch"] = {key: value for key, value in metrics.items()
-                             if key not in ("model", "data", "inference")}
-    else:
-        sections["patch"] = {"not_applicable": "an image model has no patch level"}
-    try:
-        started = time.perf_counter()
-        image_table, details = _image_level(
-            model, card, manifest, split, table, source_index, aggregation=aggregation,
-            top_k=top_k, batch_size=batch_size, progress=progress)
-        seconds = time.perf_counter() - started
-        tables["image"] = image_table
-        sections["image"] = {**_score(image_table, classes, n_bootstrap, seed),
-                             "counts": details, "seconds": seconds}
-        if primary == "patch":
-            sections["image"]["images_per_second"] = (
-                len(image_table) / seconds if seconds > 0 else None)
-    except NotApplicable as exc:
-        sections["image"] = {"not_applicable": str(exc) if index_reason is None
-                             else f"{exc}: {index_reason}"}
-    if "image" not in tables:
-        sections["breast"] = {"not_applicable": "no image level to combine"}
-    elif source_index is None:
-        sections["breast"] = {"not_applicable": f"laterality unknown: {index_reason}"}
-    else:
-        breasts, counts = levels.pair_breasts(
-            tables["image"], classes, _severity(classes, card.label_scheme),
-            _suspicious(classes), breast_rule)
-        tables["breast"] = breasts
-        sections["breast"] = {**_score(breasts, classes, n_bootstrap, seed),
-                              "counts": counts, "aggregation": breast_rule}
+    tables, sections = _score_levels(
+        model, card, manifest, split, table, metrics, source_index, index_reason,
+        aggregation=aggregation, top_k=top_k, breast_rule=breast_rule, batch_size=batch_size,
+        n_bootstrap=n_bootstrap, seed=seed, progress=progress)
     data_name = _data_name(rows, data_dir)
     metrics["not_applicable_metrics"] = external.undefined_reasons(metrics, data_name)
     for section in sections.values():
@@ -467,8 +483,8 @@ def evaluate_model(
             section["not_applicable_metrics"] = external.undefined_reasons(section, data_name)
     if "image" in tables:
         n_breasts = len(tables["breast"]) if "breast" in tables else None
-        metrics["protocol"] = protocol_statement(_with_official(tables["image"], source_index),
-                                        split, n_breasts)
+        metrics["protocol"] = protocol_statement(
+            _with_official(tables["image"], source_index), split, n_breasts)
     metrics["levels"] = sections
     metrics["rules"] = {"image_aggregation": aggregation_label, "breast_aggregation": breast_rule}
 

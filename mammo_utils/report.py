@@ -230,7 +230,8 @@ def run_report(
 def _headline_html(run_dir: Path) -> str:
     """Per-model headline numbers from ``metrics/comparison.csv``, as an HTML list: every
     metric the table gives an interval (``<name>_lower``, ``<name>_upper``), under its
-    ``metrics.json`` name."""
+    ``metrics.json`` name, in table order (the image-level malignant ROC-AUC first), and
+    the test protocol in words."""
     path = Workspace(run_dir.parents[1], run_dir.name).metrics_dir / COMPARISON_FILE
     if not path.is_file():
         return "<em>no comparison table</em>"
@@ -250,7 +251,9 @@ def _headline_html(run_dir: Path) -> str:
                 text += f" [{lower:.3f}, {upper:.3f}]"
             parts.append(text)
         items.append(f"<li><b>{html.escape(str(row['model']))}</b>: {', '.join(parts)}</li>")
-    return "<ul>" + "".join(items) + "</ul>"
+    protocols = sorted(set(table["protocol"].dropna())) if "protocol" in table else []
+    stated = "".join(f"<p>protocol: {html.escape(str(text))}</p>" for text in protocols)
+    return stated + "<ul>" + "".join(items) + "</ul>"
 
 
 def _run_entry(run_dir: Path) -> str:

@@ -123,6 +123,18 @@ def synthetic_known_answer_roi_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def known_answer_baseline(synthetic_known_answer_roi_data, tmp_path_factory):
+    """The baseline trained once on the 120-patient synthetic roi set (about 1.5 min on 2
+    cores), shared by the patch-level and the image-level known-answer tests."""
+    from mammo_utils.train import train
+    from mammo_utils.training_config import TrainingConfig
+
+    config = TrainingConfig(epochs=20, batch_size=32, seed=0, patience=20, augment=False)
+    out = tmp_path_factory.mktemp("known_answer_baseline") / "baseline"
+    return train(synthetic_known_answer_roi_data, out, config, verbose=0)
+
+
+@pytest.fixture(scope="session")
 def known_answer_roi_data(tmp_path_factory) -> Path:
     """Processed folder of known-answer patches: 48 train, 12 val, 8 test patients,
     one 32x32 patch per class each."""

@@ -34,14 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_baseline_learns_the_synthetic_known_answer(synthetic_known_answer_roi_data, tmp_path):
+def test_baseline_learns_the_synthetic_known_answer(known_answer_baseline):
     """The issue's known answer: synthetic roi data -> validation macro ROC-AUC >= 0.85.
 
     The whole chain runs (synth, ingest, preprocess, pipeline, train), so a label-order
     or pipeline bug anywhere shows as a score near chance. About 1.5 min on 2 cores.
     """
-    config = TrainingConfig(epochs=20, batch_size=32, seed=0, patience=20, augment=False)
-    result = train(synthetic_known_answer_roi_data, tmp_path / "baseline", config, verbose=0)
+    result = known_answer_baseline
     metrics = result.card.validation_metrics
     assert metrics["macro_roc_auc"] >= 0.85, metrics
     assert list(metrics["roc_auc_per_class"]) == list(CLASSES)

@@ -135,6 +135,32 @@ def _save(fig: Figure, figures_dir: Path, name: str) -> Path:
     return path
 
 
+def _labels_and_probabilities(table: pd.DataFrame, classes: list[str]):
+    """A predictions table's true class indices and ``p_<class>`` columns, in card order."""
+    y_true = np.array([classes.index(label) for label in table["true_label"]], dtype=int)
+    return y_true, table[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
+
+
+def _headline_figures(
+    table: pd.DataFrame, metrics: dict, classes: list[str], figures_dir: Path, title: str,
+    prefix: str = "",
+) -> dict[str, Path]:
+    """The confusion matrix and one-vs-rest ROC curves of one level, as
+    ``<prefix>confusion_matrix.png`` and ``<prefix>roc.png``."""
+    y_true, proba = _labels_and_probabilities(table, classes)
+    counts = np.asarray(metrics["confusion_matrix"])
+    return {
+        f"{prefix}confusion_matrix": _save(
+            figures.plot_confusion_matrix(counts, classes, title=f"{title}: confusion matrix"),
+            figures_dir, f"{prefix}confusion_matrix",
+        ),
+        f"{prefix}roc": _save(
+            figures.plot_roc_curves(y_true, proba, classes, title=f"{title}: ROC (one vs rest)"),
+            figures_dir, f"{prefix}roc",
+        ),
+    }
+
+
 def write_figures(
     result_table: pd.DataFrame,
     metrics: dict,
@@ -144,18 +170,9 @@ def write_figures(
     title: str,
 ) -> dict[str, Path]:
     """Draw and save every per-model figure, from the predictions table and metrics."""
-    y_true = np.array([classes.index(label) for label in result_table["true_label"]], dtype=int)
-    proba = result_table[[f"p_{c}" for c in classes]].to_numpy()
-    counts = np.asarray(metrics["confusion_matrix"])
-    paths = {
-        "confusion_matrix": _save(
-            figures.plot_confusion_matrix(counts, classes, title=f"{title}: confusion matrix"),
-            figures_dir, "confusion_matrix",
-        ),
-        "roc": _save(
-            figures.plot_roc_curves(y_true, proba, classes, title=f"{title}: ROC (one vs rest)"),
-            figures_dir, "roc",
-        ),
+    y_true, proba = _labels_and_probabilities(result_table, classes)
+    paths = _headline_figures(result_table, metrics, classes, figures_dir, title)
+    paths.update({
         "precision_recall": _save(
             figures.plot_precision_recall(y_true, proba, classes, title=f"{title}: PR"),
             figures_dir, "precision_recall",
@@ -168,7 +185,7 @@ def write_figures(
             figures.plot_confident_mistakes(result_table, classes, title=f"{title}: mistakes"),
             figures_dir, "mistakes",
         ),
-    }
+    })
     if history_path is not None and history_path.is_file():
         paths["training_curves"] = _save(
             figures.plot_training_curves(history_path, title=f"{title}: training"),
@@ -518,9 +535,9 @@ def evaluate_model(
             table, metrics, classes, figures_dir, model_dir / HISTORY_FILE, card.model_name,
         )
         if primary == "patch" and "image" in tables:  # an image model's are the above
-            paths.update(write_image_level_figures(
+            paths.update(_headline_figures(
                 tables["image"], sections["image"], classes, figures_dir,
-                f"{card.model_name} (image level, {aggregation_label})"))
+                f"{card.model_name} (image level, {aggregation_label})", prefix="image_"))
     return EvaluationResult(
         model_name=card.model_name,
         metrics=metrics,
@@ -590,22 +607,3 @@ def _with_official(images: pd.DataFrame, index: pd.DataFrame | None) -> pd.DataF
                                                                      "official_split"]]
     return images.assign(image_id=images["image_id"].astype(str)).merge(
         official, on="image_id", how="left")
-
-
-def write_image_level_figures(
-    table: pd.DataFrame, metrics: dict, classes: list[str], figures_dir: Path, title: str
-) -> dict[str, Path]:
-    """The image level's confusion matrix and ROC curves, as ``image_*.png``."""
-    y_true = np.array([classes.index(label) for label in table["true_label"]], dtype=int)
-    proba = table[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
-    counts = np.asarray(metrics["confusion_matrix"])
-    return {
-        "image_confusion_matrix": _save(
-            figures.plot_confusion_matrix(counts, classes, title=f"{title}: confusion matrix"),
-            figures_dir, "image_confusion_matrix",
-        ),
-        "image_roc": _save(
-            figures.plot_roc_curves(y_true, proba, classes, title=f"{title}: ROC (one vs rest)"),
-            figures_dir, "image_roc",
-        ),
-    }

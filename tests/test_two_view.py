@@ -83,6 +83,18 @@ def test_breast_preprocessing_writes_one_row_per_breast_grouped_by_patient(
     assert "breasts in" in result.summary()
 
 
+def test_preprocess_command_records_the_single_view_option(toy_breast_index, tmp_path,
+                                                           capsys):
+    common = ["preprocess", "--index", str(toy_breast_index), "--task", "breast", "--size",
+              str(BREAST_SIZE)]
+
+    assert main([*common, "--out", str(tmp_path / "exclude")]) == 1  # the lone view rejected
+    assert "1 single view excluded" in capsys.readouterr().out
+    assert main([*common, "--single-view", "duplicate", "--out", str(tmp_path / "dup")]) == 0
+    config = json.loads((tmp_path / "dup" / "preprocess_config.json").read_text())
+    assert config["single_view"] == "duplicate"
+
+
 @pytest.mark.parametrize("architecture", ["baseline", "mobilenetv2"])
 def test_shared_trunk_layer_names_are_the_single_view_trunk_names(architecture):
     """The contract with ``--init-from``: weights copied by layer name from a single-view

@@ -179,7 +179,8 @@ class Classifier:
         """Classify a path, raw bytes, a numpy image or an ipywidgets upload value.
 
         Raises :class:`~mammo_utils.reader.ImageReadError` for a file that cannot be
-        read or holds no breast, and ``ValueError`` for an unusable argument.
+        read or holds no breast, and ``ValueError`` for an unusable argument. A
+        ``breast`` model takes one file here as :meth:`predict_breast` does.
         """
         if input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind must be one of {', '.join(INPUT_KINDS)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,7 +75,6 @@ def test_breast_preprocessing_writes_one_row_per_breast_grouped_by_patient(
     assert (manifest["split"] == manifest["patient_id"].map(splits)).all()
     for column in ("cc_path", "mlo_path"):
         assert all((tmp_path / "breast" / path).is_file() for path in manifest[column])
-    import cv2
     shapes = {cv2.imread(str(tmp_path / "breast" / path), cv2.IMREAD_UNCHANGED).shape
               for path in pd.concat([manifest["cc_path"], manifest["mlo_path"]])}
     assert shapes == {(BREAST_SIZE, BREAST_SIZE)}  # both views on one canvas
@@ -171,8 +171,22 @@ def test_one_file_follows_the_models_single_view_option(toy_breast_model, toy_br
             "preprocessing": {**toy_breast_model.card.preprocessing, "single_view": "exclude"}}
     with pytest.raises(ValueError, match="P7_RIGHT_MLO.png: this two-view model needs"):
         Classifier(toy_breast_model.model, card).predict(mlo)
-    with pytest.raises(ValueError, match="Grad-CAM is not offered for two-view models"):
-        duplicate.grad_cam  # noqa: B018 - the property refuses
+
+
+def test_a_breast_prediction_has_a_grad_cam_map_per_view(toy_breast_model, toy_breast_index):
+    from mammo_utils.inference import Classifier
+
+    classifier = Classifier(toy_breast_model.model, toy_breast_model.card)
+    cc, mlo = (toy_view_file(toy_breast_index, f"P3_LEFT_{view}") for view in ("CC", "MLO"))
+    prediction = classifier.predict_breast(cc, mlo)
+
+    assert prediction.heatmap.shape == prediction.image.shape == (BREAST_SIZE, 2 * BREAST_SIZE)
+    assert prediction.heatmap.min() >= 0 and prediction.heatmap.max() == pytest.approx(1.0)
+    canvases = [classifier.fit_canvas(classifier_input)[0] for classifier_input in
+                (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) / 65535.0 for path in (cc, mlo))]
+    direct = toy_breast_model.model.predict_on_batch(
+        {"cc": canvases[0][None, ..., None], "mlo": canvases[1][None, ..., None]})[0]
+    assert np.allclose(list(prediction.probabilities.values()), direct, atol=1e-5)
 
 
 def test_evaluate_writes_the_breast_level_of_a_two_view_model(toy_breast_model,

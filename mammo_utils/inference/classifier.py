@@ -13,10 +13,10 @@ model was trained with, through the very function preprocessing calls: decode
 * ``crop``: the lesion crop resized to the model input, one pass with Grad-CAM;
 * ``breast`` (two-view) model: :meth:`Classifier.predict_breast` takes the CC and MLO
   of one breast (checked to be one patient and side by
-  :mod:`~mammo_utils.inference.pairing`), fits each to the canvas and makes one pass.
-  Grad-CAM is refused for it (the prediction says so): a map of the joined features
-  would not say which view drove the answer. One file alone is refused or given as
-  both views, as the model's preprocessing ``single_view`` option was when it trained.
+  :mod:`~mammo_utils.inference.pairing`), fits each to the canvas and makes one pass
+  with a Grad-CAM map per view (on the shared trunk's output for each view, scaled
+  together). One file alone is refused or given as both views, as the model's
+  preprocessing ``single_view`` option was when it trained.
 
 Every kind ends with the same verdict (:mod:`~mammo_utils.inference.verdict`). The class
 names and their order come from the model card and nowhere else.
@@ -60,11 +60,6 @@ SAFE_METADATA_KEYS: tuple[str, ...] = (
 DISPLAY_MAX_SIDE = 1024
 #: Tasks a classifier serves: patches scanned, whole images, or breasts (two views).
 TASKS: tuple[str, ...] = ("roi", "image", "breast")
-#: Why a two-view prediction carries no heat map.
-TWO_VIEW_HEATMAP_NOTE = (
-    "heat map not computed: Grad-CAM is not offered for two-view models (the joined "
-    "features do not say which view drove the answer)"
-)
 
 
 @dataclass(frozen=True)
@@ -217,32 +212,14 @@ class Classifier:
         naming both files when they record different patients or sides, or the same
         view twice; with one file, ``ValueError`` unless the model was trained with
         ``single_view: duplicate``, which gives that view as both. The prediction's
-        ``image`` shows the two fitted views side by side, CC left; ``heatmap`` is zero
-        (see :data:`TWO_VIEW_HEATMAP_NOTE`).
+        ``image`` shows the two fitted views side by side, CC left, and ``heatmap`` the
+        Grad-CAM map of each view over it (scaled together, so the view that drove the
+        answer is the brighter).
         """
         if self.task != "breast":
             raise ValueError(f"predict_breast needs a breast (two-view) model, not a "
                              f"{self.task} model; use predict()")
-        loaded = [load_source(first, name=names[0])]
-        warnings: list[str] = []
-        if second is None:
-            label = loaded[0][2]
-            if self.single_view != "duplicate":
-                raise ValueError(
-                    f"{label}: this two-view model needs the CC and MLO of one breast (it "
-                    "was trained with single_view: exclude); give both files"
-                )
-            warnings.append(f"one view only: {label} given as both CC and MLO, as the "
-                            "model was trained (single_view: duplicate)")
-            loaded.append(loaded[0])
-        else:
-            loaded.append(load_source(second, name=names[1]))
-            facts = [view_facts(source, label, metadata) for source, (_, metadata, label)
-                     in zip((first, second), loaded, strict=True)]
-            warnings += check_same_breast(*facts)
-            cc, mlo, notes = order_views(*facts)
-            warnings += notes
-            loaded = [loaded[cc], loaded[mlo]]
+        loaded, warnings = self._breast_views(first, second, names)
         canvases = []
         for image, metadata, label in loaded:
             warnings += [note for note in (metadata.get("warnings") or []) if note not in warnings]
@@ -251,16 +228,44 @@ class Classifier:
             except ValueError as exc:
                 raise ImageReadError(label, str(exc)) from None
             canvases.append(canvas)
-        batch = {name: canvas[np.newaxis, :, :, np.newaxis].astype(np.float32)
-                 for name, canvas in zip(VIEW_INPUTS, canvases, strict=True)}
-        probabilities = np.asarray(self.model.predict_on_batch(batch), dtype=np.float64)[0]
-        warnings.append(TWO_VIEW_HEATMAP_NOTE)
+        batch = [canvas[np.newaxis, :, :, np.newaxis].astype(np.float32) for canvas in canvases]
         display = np.hstack(canvases).astype(np.float32)
-        result = self._outcome(probabilities, np.zeros_like(display), display, warnings)
+        cam = self.grad_cam
+        if cam is None:
+            probabilities = np.asarray(self.model.predict_on_batch(
+                dict(zip(VIEW_INPUTS, batch, strict=True))), dtype=np.float64)[0]
+            heatmap = np.zeros_like(display)
+            warnings.append("heat map unavailable: no convolution layer could be tapped")
+        else:
+            probabilities, maps = cam(batch)
+            heatmap = np.hstack(list(maps))
+        result = self._outcome(probabilities, np.clip(heatmap, 0.0, 1.0).astype(np.float32),
+                               display, warnings)
         metadata = loaded[0][1]
         safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
         safe["view"] = "CC+MLO" if second is not None else metadata.get("view")
         return Prediction(**result, input_kind="breast", warnings=warnings, metadata=safe)
+
+    def _breast_views(self, first: Source, second: Source | None, names) -> tuple[list, list]:
+        """The decoded ``(image, metadata, label)`` of the CC and the MLO, in that order,
+        and the warnings of the pairing (see :meth:`predict_breast`)."""
+        loaded = [load_source(first, name=names[0])]
+        if second is None:
+            label = loaded[0][2]
+            if self.single_view != "duplicate":
+                raise ValueError(
+                    f"{label}: this two-view model needs the CC and MLO of one breast (it "
+                    "was trained with single_view: exclude); give both files"
+                )
+            return [loaded[0], loaded[0]], [
+                f"one view only: {label} given as both CC and MLO, as the model was "
+                "trained (single_view: duplicate)"]
+        loaded.append(load_source(second, name=names[1]))
+        facts = [view_facts(source, label, metadata) for source, (_, metadata, label)
+                 in zip((first, second), loaded, strict=True)]
+        warnings = check_same_breast(*facts)
+        cc, mlo, notes = order_views(*facts)
+        return [loaded[cc], loaded[mlo]], warnings + notes
 
     @property
     def threshold(self) -> float | None:
@@ -305,10 +310,8 @@ class Classifier:
     @cached_property
     def grad_cam(self) -> GradCam | None:
         """This model's Grad-CAM function, built on first use (``None`` when it has no
-        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`).
-        A two-view model has none: ``ValueError`` (see :data:`TWO_VIEW_HEATMAP_NOTE`)."""
-        if self.task == "breast":
-            raise ValueError(TWO_VIEW_HEATMAP_NOTE)
+        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`;
+        a two-view model's gives one map per view)."""
         return grad_cam_function(self.model, self.image_size)
 
     # ------------------------------------------------------------------ input kinds

@@ -12,6 +12,8 @@ scheme; the processed folder's manifest decides which images form the split. Lev
   a named rule (:func:`mammo_utils.levels.aggregate_patches`) turns the patch
   probabilities into the image's;
 * ``breast``: the views of one breast combined (:func:`mammo_utils.levels.pair_breasts`).
+  A two-view (``breast``) model's manifest rows are the breasts: it is scored at this
+  level only, directly, and its ``patch`` and ``image`` levels are not applicable.
 
 The source images, their laterality and view come from the ingest index the folder was
 made from (:func:`find_source_index`): ``data/interim/<key>/index.csv`` beside
@@ -65,6 +67,8 @@ METRICS_FILE = "metrics.json"
 TIMING_FILE = "timing.json"
 #: Resolution of every saved figure.
 FIGURE_DPI = 150
+#: The breast rule recorded for a two-view model: the model joins the views itself.
+TWO_VIEW_RULE = "two_view_model"
 
 
 @dataclass
@@ -123,6 +127,52 @@ def _predictions_table(rows: pd.DataFrame, y_true: np.ndarray, proba, classes) -
     table["item_id"] = rows["item_id"] if "item_id" in rows else rows["image_id"]
     table["path"] = rows["path"]
     return table
+
+
+def _breast_table(rows: pd.DataFrame, y_true: np.ndarray, proba, classes) -> pd.DataFrame:
+    """A two-view model's predictions, one row per breast, in the breast level's columns
+    (those of :func:`mammo_utils.levels.pair_breasts`), plus ``dataset`` and the view
+    files (``path`` is the CC, shown by the mistakes figure)."""
+    two_views = rows["cc_image_id"].astype(str) != rows["mlo_image_id"].astype(str)
+    image_ids = rows["cc_image_id"].astype(str).where(
+        ~two_views, rows["cc_image_id"].astype(str) + " " + rows["mlo_image_id"].astype(str))
+    table = pd.DataFrame({
+        "breast_id": rows["item_id"],
+        "patient_id": rows["patient_id"],
+        "laterality": rows["laterality"],
+        "views": rows["views"],
+        "image_ids": image_ids,
+        "n_views": np.where(two_views, 2, 1),
+        "true_label": np.asarray(classes)[y_true],
+        "dataset": rows["dataset"] if "dataset" in rows else "unknown",
+    })
+    for k, name in enumerate(classes):
+        table[f"p_{name}"] = proba[:, k]
+    table["predicted_label"] = np.asarray(classes)[proba.argmax(axis=1)]
+    table["path"] = rows["cc_path"]
+    table["mlo_path"] = rows["mlo_path"]
+    return table
+
+
+def _breast_model_levels(table: pd.DataFrame, metrics: dict, single_view) -> dict[str, dict]:
+    """The ``levels`` section of a two-view model: breast from its own predictions."""
+    reason = "a two-view model predicts breasts (their CC and MLO together), not {}"
+    single = int((table["n_views"] == 1).sum())
+    counts = {"breasts": len(table), "two_views": len(table) - single,
+              "single_view": single, "single_view_option": single_view}
+    return {
+        "patch": {"not_applicable": reason.format("patches")},
+        "image": {"not_applicable": reason.format("single mammograms")},
+        "breast": {**{key: value for key, value in metrics.items()
+                      if key not in ("model", "data", "inference")},
+                   "counts": counts, "aggregation": TWO_VIEW_RULE},
+    }
+
+
+def _breast_images(table: pd.DataFrame) -> pd.DataFrame:
+    """The distinct mammograms of a two-view model's breasts (for the protocol)."""
+    images = table.assign(image_id=table["image_ids"].str.split(" ")).explode("image_id")
+    return images[["image_id", "patient_id", "dataset"]].drop_duplicates("image_id")
 
 
 def _save(fig: Figure, figures_dir: Path, name: str) -> Path:
@@ -468,8 +518,11 @@ def evaluate_model(
     )
     logger.info("evaluating %s on %d %s rows", card.model_name, len(rows), split)
     proba, images_per_second = predict_split(model, dataset, len(rows), progress=progress)
-    table = _predictions_table(rows, y_true, proba, classes)
-    primary = "patch" if card.task == "roi" else "image"
+    if card.task == "breast":
+        table = _breast_table(rows, y_true, proba, classes)
+    else:
+        table = _predictions_table(rows, y_true, proba, classes)
+    primary = {"roi": "patch", "image": "image", "breast": "breast"}[card.task]
 
     metrics = compute_metrics(
         y_true, proba, classes, rows["patient_id"].to_numpy(), n_bootstrap=n_bootstrap, seed=seed
@@ -495,21 +548,31 @@ def evaluate_model(
         index_reason = None
     except NotApplicable as exc:
         source_index, index_reason = None, str(exc)
-    tables, sections = _score_levels(
-        model, card, manifest, split, table, metrics, source_index, index_reason, timing,
-        aggregation=aggregation, top_k=top_k, breast_rule=breast_rule, batch_size=batch_size,
-        n_bootstrap=n_bootstrap, seed=seed, progress=progress)
+    if card.task == "breast":
+        tables = {"breast": table}
+        sections = _breast_model_levels(table, metrics, card.preprocessing.get("single_view"))
+    else:
+        tables, sections = _score_levels(
+            model, card, manifest, split, table, metrics, source_index, index_reason, timing,
+            aggregation=aggregation, top_k=top_k, breast_rule=breast_rule,
+            batch_size=batch_size, n_bootstrap=n_bootstrap, seed=seed, progress=progress)
     data_name = _data_name(rows, data_dir)
     metrics["not_applicable_metrics"] = external.undefined_reasons(metrics, data_name)
     for section in sections.values():
         if "not_applicable" not in section:
             section["not_applicable_metrics"] = external.undefined_reasons(section, data_name)
-    if "image" in tables:
-        n_breasts = len(tables["breast"]) if "breast" in tables else None
+    if card.task == "breast":
         metrics["protocol"] = protocol_statement(
-            _with_official(tables["image"], source_index), split, n_breasts)
+            _with_official(_breast_images(table), source_index), split, len(table))
+        rules = {"image_aggregation": None, "breast_aggregation": TWO_VIEW_RULE}
+    else:
+        if "image" in tables:
+            n_breasts = len(tables["breast"]) if "breast" in tables else None
+            metrics["protocol"] = protocol_statement(
+                _with_official(tables["image"], source_index), split, n_breasts)
+        rules = {"image_aggregation": aggregation_label, "breast_aggregation": breast_rule}
     metrics["levels"] = sections
-    metrics["rules"] = {"image_aggregation": aggregation_label, "breast_aggregation": breast_rule}
+    metrics["rules"] = rules
 
     out_dir = Path(out_dir)
     metrics_dir = out_dir / "metrics" / card.model_name

@@ -232,12 +232,16 @@ def _json_default(value):
 
 def check_model_matches_card(model, card: ModelCard, folder: str | Path = "model") -> None:
     """Raise :class:`ModelDirectoryError` when the model's input or output shape disagrees
-    with the card (``[batch, image_size, image_size, 1]`` in, ``len(classes)`` out)."""
+    with the card (``[batch, image_size, image_size, 1]`` in, one such input per view for
+    a ``breast`` model, ``len(classes)`` out)."""
     expected_input = (card.image_size, card.image_size, 1)
-    actual_input = tuple(model.input_shape[1:])
-    if actual_input != expected_input:
+    expected = [expected_input] * (2 if card.task == "breast" else 1)
+    actual = [tuple(tensor.shape[1:]) for tensor in model.inputs]
+    if actual != expected:
+        shown = actual[0] if len(actual) == 1 else actual
+        wanted = expected_input if len(expected) == 1 else expected
         raise ModelDirectoryError(
-            folder, f"model input {actual_input} disagrees with the card's {expected_input}"
+            folder, f"model input {shown} disagrees with the card's {wanted}"
         )
     units = model.output_shape[-1]
     if units != len(card.classes):

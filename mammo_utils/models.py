@@ -1,8 +1,13 @@
 """The baseline CNN and the ``keras.applications`` transfer-learning backbones.
 
-Every model takes ``float32 [batch, size, size, 1]`` grayscale in [0, 1] and ends in a
-softmax over the label scheme's classes. For backbones, the grayscale-to-RGB step and
-the backbone's own ``preprocess_input`` live inside the model as plain Keras layers
+Every single-view model takes ``float32 [batch, size, size, 1]`` grayscale in [0, 1] and
+ends in a softmax over the label scheme's classes. Each is a *trunk* (convolutions up to
+the last feature map, :func:`build_trunk`), a global pooling and a *head*. A two-view
+(``breast``) model (:func:`build_two_view_model`) takes ``cc`` and ``mlo`` through one
+shared trunk, nested as a model named :data:`TRUNK_LAYER` whose layer names are the
+single-view trunk's, so trunk weights copy from one to the other by layer name. For
+backbones, the grayscale-to-RGB step and the backbone's own ``preprocess_input`` live
+inside the model (in the trunk) as plain Keras layers
 (``Concatenate`` and ``Normalization`` holding the backbone's constants), so a saved
 model loads with ``safe_mode=True`` and needs no custom code.
 
@@ -23,10 +28,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from mammo_utils.preprocess.breast_task import VIEW_INPUTS
 from mammo_utils.training_config import ARCHITECTURES
 
 #: Name of the nested backbone model inside a transfer-learning model.
 BACKBONE_LAYER = "backbone"
+#: Name of the nested shared trunk inside a two-view model.
+TRUNK_LAYER = "trunk"
 
 _DOWNLOAD_HOST = "storage.googleapis.com"
 _MOBILENET_ROWS = (96, 128, 160, 192, 224)
@@ -134,19 +142,33 @@ def _conv_block(x, filters: int, index: int, dropout: float, l2: float):
 _BASELINE_FILTERS: tuple[int, ...] = (32, 64, 128)
 
 
-def _baseline(inputs, num_classes: int, dropout: float, l2: float):
-    x = inputs
+def _baseline_trunk(x, dropout: float, l2: float):
+    """The baseline's convolution blocks: ``[size, size, 1]`` -> its last feature map."""
     for index, width in enumerate(_BASELINE_FILTERS, start=1):
         x = _conv_block(x, width, index, dropout, l2)
-    # Max, not average: a lesion may fill a small part of the patch, and averaging over
-    # the whole patch dilutes it (on the synthetic known answer, max pooling reached a
-    # validation macro AUC of 0.94 against 0.92 for average pooling in the same epochs).
-    x = keras.layers.GlobalMaxPooling2D(name="global_pool")(x)
+    return x
+
+
+def _baseline_head(features, num_classes: int, dropout: float, l2: float):
+    """Pooled features -> class probabilities (dense layer, dropout, softmax)."""
     x = keras.layers.Dense(
         64, activation="relu", kernel_regularizer=keras.regularizers.L2(l2), name="dense"
-    )(x)
+    )(features)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     return keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+
+
+def _global_pool(architecture: str):
+    """The pooling between trunk and head.
+
+    Baseline: max, not average: a lesion may fill a small part of the patch, and
+    averaging over the whole patch dilutes it (on the synthetic known answer, max
+    pooling reached a validation macro AUC of 0.94 against 0.92 for average pooling in
+    the same epochs). Backbones: average, as ``keras.applications`` classifiers pool.
+    """
+    if architecture == "baseline":
+        return keras.layers.GlobalMaxPooling2D(name="global_pool")
+    return keras.layers.GlobalAveragePooling2D(name="global_pool")
 
 
 def _load_backbone(architecture: str, image_size: int, weights: str | Path):
@@ -188,8 +210,9 @@ def _use_fast_batch_norm_statistics(backbone: keras.Model) -> None:
             layer.momentum = FROM_SCRATCH_BN_MOMENTUM
 
 
-def _transfer(inputs, architecture: str, num_classes: int, image_size: int,
-              weights: str | Path, dropout: float, l2: float):
+def _transfer_trunk(inputs, architecture: str, image_size: int, weights: str | Path):
+    """Grayscale to RGB, the backbone's input preprocessing and the backbone itself:
+    ``[size, size, 1]`` in [0, 1] -> the backbone's last feature map."""
     spec = _backbone_spec(architecture)
     rgb = keras.layers.Concatenate(name="grayscale_to_rgb")([inputs, inputs, inputs])
     x = keras.layers.Normalization(
@@ -202,13 +225,41 @@ def _transfer(inputs, architecture: str, num_classes: int, image_size: int,
     pretrained = weights not in ("none", None)
     if not pretrained:
         _use_fast_batch_norm_statistics(backbone)
-    x = backbone(x, training=False if pretrained else None)
-    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return backbone(x, training=False if pretrained else None)
+
+
+def _transfer_head(features, num_classes: int, dropout: float, l2: float):
+    """Pooled features -> class probabilities (dropout, softmax)."""
+    x = keras.layers.Dropout(dropout, name="head_dropout")(features)
     return keras.layers.Dense(
         num_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2),
         name="predictions",
     )(x)
+
+
+def _check_model_arguments(architecture: str, num_classes: int, weights) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if architecture == "baseline" and weights not in ("none", None):
+        raise ValueError("the baseline CNN has no pretrained weights; use weights='none'")
+
+
+def _trunk(inputs, architecture: str, image_size: int, weights, dropout: float, l2: float):
+    """The trunk's layers applied to ``inputs``: the one definition both the single-view
+    model (inline) and :func:`build_trunk` (nested) use, so their layer names agree."""
+    if architecture == "baseline":
+        return _baseline_trunk(inputs, dropout, l2)
+    return _transfer_trunk(inputs, architecture, image_size, weights)
+
+
+def _head(features, architecture: str, num_classes: int, dropout: float, l2: float):
+    if architecture == "baseline":
+        return _baseline_head(features, num_classes, dropout, l2)
+    return _transfer_head(features, num_classes, dropout, l2)
 
 
 def build_model(
@@ -225,27 +276,83 @@ def build_model(
     ``weights`` applies to backbones: ``"none"`` (random), ``"imagenet"`` (Keras cache or
     download; fails fast offline) or the path of a backbone weights file (a Keras
     ``*_notop.h5`` or a ``.weights.h5`` from :func:`save_backbone_weights`).
+    The trunk's layers (:func:`build_trunk`) sit inline, then ``global_pool`` and the head.
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}"
-        )
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    _check_model_arguments(architecture, num_classes, weights)
     inputs = keras.Input((image_size, image_size, 1), name="image")
-    if architecture == "baseline":
-        if weights not in ("none", None):
-            raise ValueError("the baseline CNN has no pretrained weights; use weights='none'")
-        outputs = _baseline(inputs, num_classes, dropout, l2)
-    else:
-        outputs = _transfer(inputs, architecture, num_classes, image_size, weights, dropout, l2)
+    features = _trunk(inputs, architecture, image_size, weights, dropout, l2)
+    pooled = _global_pool(architecture)(features)
+    outputs = _head(pooled, architecture, num_classes, dropout, l2)
     return keras.Model(inputs, outputs, name=architecture)
 
 
-def backbone_of(model: keras.Model) -> keras.Model | None:
-    """The nested backbone of a transfer-learning model, or None for the baseline."""
+def build_trunk(
+    architecture: str,
+    image_size: int,
+    *,
+    weights: str | Path = "none",
+    dropout: float = 0.3,
+    l2: float = 1e-4,
+) -> keras.Model:
+    """The convolutional trunk alone, as a model named :data:`TRUNK_LAYER`:
+    ``[batch, image_size, image_size, 1]`` in [0, 1] -> the last feature map.
+
+    Its layers are the single-view model's trunk layers under the same names (the
+    baseline's ``block*`` layers; a backbone's ``grayscale_to_rgb``,
+    ``backbone_preprocess`` and nested ``backbone``), so weights copied by layer name
+    from a single-view model fill it.
+    """
+    _check_model_arguments(architecture, 2, weights)
+    inputs = keras.Input((image_size, image_size, 1), name="view")
+    features = _trunk(inputs, architecture, image_size, weights, dropout, l2)
+    return keras.Model(inputs, features, name=TRUNK_LAYER)
+
+
+def build_two_view_model(
+    architecture: str,
+    num_classes: int,
+    image_size: int,
+    *,
+    weights: str | Path = "none",
+    dropout: float = 0.3,
+    l2: float = 1e-4,
+) -> keras.Model:
+    """A breast classifier: inputs ``cc`` and ``mlo`` (each ``[batch, image_size,
+    image_size, 1]`` in [0, 1]) through one shared trunk, features joined, one head.
+
+    The trunk (:func:`build_trunk`) is one nested model called on both views, so both
+    views train the same weights. Each view's feature map is pooled as the single-view
+    model pools it, and the two vectors are *concatenated* (``view_features``, CC
+    first), not averaged: CC and MLO show the breast from two angles, so the head can
+    weigh each view's evidence on its own, and a lesion seen in one view only is not
+    halved by a view that misses it. A breast given one view twice (preprocessing's
+    ``single_view: duplicate``) is still a valid input.
+    """
+    _check_model_arguments(architecture, num_classes, weights)
+    trunk = build_trunk(architecture, image_size, weights=weights, dropout=dropout, l2=l2)
+    pool = _global_pool(architecture)
+    inputs = {view: keras.Input((image_size, image_size, 1), name=view) for view in VIEW_INPUTS}
+    pooled = [pool(trunk(inputs[view])) for view in VIEW_INPUTS]
+    joined = keras.layers.Concatenate(name="view_features")(pooled)
+    outputs = _head(joined, architecture, num_classes, dropout, l2)
+    return keras.Model([inputs[view] for view in VIEW_INPUTS], outputs,
+                       name=f"{architecture}_two_view")
+
+
+def trunk_of(model: keras.Model) -> keras.Model | None:
+    """The nested shared trunk of a two-view model, or None for a single-view model."""
     try:
-        return model.get_layer(BACKBONE_LAYER)
+        return model.get_layer(TRUNK_LAYER)
+    except ValueError:
+        return None
+
+
+def backbone_of(model: keras.Model) -> keras.Model | None:
+    """The nested backbone of a transfer-learning model (inside the shared trunk of a
+    two-view model), or None for the baseline."""
+    holder = trunk_of(model) or model
+    try:
+        return holder.get_layer(BACKBONE_LAYER)
     except ValueError:
         return None
 

@@ -3,7 +3,9 @@
 A manifest (``manifest.csv`` beside ``preprocess_config.json``, see docs/architecture.md)
 lists 16-bit grayscale PNGs with their ``split`` and canonical ``label``. This module
 turns one split into batches of ``(float32 [batch, size, size, 1] in [0, 1], int32 label)``
-where the label is the output index under a label scheme: by default in
+(for a ``breast`` manifest, whose rows hold a CC and an MLO file, the images are a dict
+``{"cc": ..., "mlo": ...}`` keyed by the two-view model's input names, each view
+augmented with its own seed) where the label is the output index under a label scheme: by default in
 :func:`mammo_utils.classes.scheme_classes` order, or in the permutation of it passed as
 ``classes`` (the order a model card records). Units are kept for classes absent from
 the data.
@@ -33,9 +35,10 @@ import tensorflow as tf
 
 from mammo_utils.classes import check_class_order, map_label, scheme_classes
 from mammo_utils.preprocess import CONFIG_FILE, MANIFEST_FILE
+from mammo_utils.preprocess.breast_task import BREAST_PATH_COLUMNS, VIEW_INPUTS
 from mammo_utils.training_config import BALANCE_MODES
 
-_REQUIRED_COLUMNS = ("path", "split", "label")
+_REQUIRED_COLUMNS = ("split", "label")
 _PNG_MAX = 65535.0
 
 
@@ -59,11 +62,23 @@ class Manifest:
         return rows
 
     @property
+    def path_columns(self) -> tuple[str, ...]:
+        """The columns holding a row's files: ``path``, or a breast's ``cc_path`` and
+        ``mlo_path``."""
+        return path_columns(self.frame)
+
+    @property
+    def two_view(self) -> bool:
+        """Whether each row is a breast with two view files (the ``breast`` task)."""
+        return self.path_columns == BREAST_PATH_COLUMNS
+
+    @property
     def image_size(self) -> int:
         """Patch or image size: from preprocess_config.json, else from the first PNG."""
         if "size" in self.config:
             return int(self.config["size"])
-        first = tf.io.decode_png(tf.io.read_file(self.frame["path"].iloc[0]), dtype=tf.uint16)
+        first_file = self.frame[self.path_columns[0]].iloc[0]
+        first = tf.io.decode_png(tf.io.read_file(first_file), dtype=tf.uint16)
         return int(first.shape[0])
 
     @property
@@ -88,11 +103,20 @@ def load_manifest(source: str | Path | Manifest) -> Manifest:
     frame = pd.read_csv(path)
     config_path = root / CONFIG_FILE
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    missing = [column for column in _REQUIRED_COLUMNS if column not in frame.columns]
+    files = BREAST_PATH_COLUMNS if config.get("task") == "breast" else ("path",)
+    missing = [column for column in _REQUIRED_COLUMNS + files if column not in frame.columns]
     if missing:
         raise ManifestError(f"{path}: missing columns {', '.join(missing)}")
-    frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"]]
+    for column in files:
+        frame[column] = [str(p if Path(p).is_absolute() else root / p) for p in frame[column]]
     return Manifest(frame=frame, source=path, config=config)
+
+
+def path_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The file columns of manifest rows: a breast's two views, else ``path``."""
+    if all(column in frame.columns for column in BREAST_PATH_COLUMNS):
+        return BREAST_PATH_COLUMNS
+    return ("path",)
 
 
 def output_classes(scheme: str = "four_class",
@@ -199,12 +223,27 @@ class Augmentation:
 
 
 def _decoded(rows: pd.DataFrame, labels: np.ndarray, image_size: int, cache: bool):
-    dataset = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(str), labels))
+    """``(views, label)`` per row: a tuple of one decoded image per file column."""
+    files = tuple(rows[column].to_numpy(str) for column in path_columns(rows))
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
     dataset = dataset.map(
-        lambda path, label: (decode_png(path, image_size), label),
+        lambda paths, label: (tuple(decode_png(path, image_size) for path in paths), label),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
     return dataset.cache() if cache else dataset
+
+
+def _model_inputs(views: tuple, label):
+    """A lone image for a single-view model; ``{"cc": ..., "mlo": ...}`` for two views."""
+    if len(views) == 1:
+        return views[0], label
+    return dict(zip(VIEW_INPUTS, views, strict=True)), label
+
+
+def _view_seed(seed: tf.Tensor, view: int) -> tf.Tensor:
+    """The first view keeps ``seed`` (a single-view model's augmentation is unchanged);
+    the second gets its own, so the two views of a breast are augmented independently."""
+    return seed if view == 0 else tf.random.experimental.stateless_fold_in(seed, view)
 
 
 def _augmentation_seed(seed: int, round_number: tf.Tensor, row: tf.Tensor,
@@ -250,7 +289,7 @@ def make_dataset(
     labels = encode_labels(rows["label"], label_scheme, classes)
     dataset = _decoded(rows, labels, size, cache)
     if not training:
-        return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        return dataset.map(_model_inputs).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     # Each example carries its manifest row, and a running count of the draws gives the
     # round: the pass over the split (each row comes once per len(rows) draws), or when
@@ -265,9 +304,13 @@ def make_dataset(
     augment = augmentation or Augmentation()
 
     def augmented(example, row, drawn):
-        image, label = example
+        views, label = example
         round_number = drawn // draws_per_round
-        return augment(image, _augmentation_seed(seed, round_number, row, len(rows))), label
+        row_seed = _augmentation_seed(seed, round_number, row, len(rows))
+        return _model_inputs(
+            tuple(augment(image, _view_seed(row_seed, view)) for view, image in enumerate(views)),
+            label,
+        )
 
     dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter()).map(
         lambda pair, drawn: augmented(*pair, drawn),

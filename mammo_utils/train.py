@@ -210,8 +210,10 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     # card records it.
     strategy = choose_strategy()
     with strategy.scope():
-        model = models.build_model(config.architecture, len(classes), image_size,
-                                   weights=config.weights, dropout=config.dropout, l2=config.l2)
+        # A breast manifest (CC and MLO per row) trains the two-view model.
+        build = models.build_two_view_model if manifest.two_view else models.build_model
+        model = build(config.architecture, len(classes), image_size,
+                      weights=config.weights, dropout=config.dropout, l2=config.l2)
         if models.backbone_of(model) is not None:
             models.set_backbone_trainable(model, "head" if config.pretrained else "full")
         _compile(model, config.learning_rate, len(classes))

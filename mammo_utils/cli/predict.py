@@ -3,6 +3,11 @@
 One line (or, with ``--json``, one JSON object) per file. A file that cannot be read
 gets an error line naming it and the reason; the other files are still predicted and
 the exit status is 1.
+
+A two-view (``breast``) model classifies one breast: ``mammo predict CC.dcm MLO.dcm
+--model DIR`` prints one line for the pair. Two files of different patients or sides
+are refused naming both (exit status 1); one file is refused, or given as both views
+when the model was trained with ``single_view: duplicate``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ ORDER = 60
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images to classify")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                        help="images to classify (a two-view model: the CC and MLO of "
+                        "one breast)")
     parser.add_argument("--model", required=True, type=Path, metavar="DIR",
                         help="model directory (model.keras + model_card.json)")
     parser.add_argument("--json", action="store_true",
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     classifier = Classifier.from_dir(
         args.model, stride=args.stride, threshold=args.threshold, **limits
     )
+    if classifier.task == "breast":
+        return _run_breast(classifier, args)
     failed = 0
     for path in args.files:
         try:
@@ -80,3 +89,25 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} of {len(args.files)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_breast(classifier, args: argparse.Namespace) -> int:
+    """One prediction for the breast whose one or two views are ``args.files``."""
+    from mammo_utils.reader import ImageReadError
+
+    files = list(args.files)
+    label = " + ".join(str(path) for path in files)
+    try:
+        if len(files) > 2:
+            raise ValueError(f"a two-view model classifies one breast: give its CC and MLO "
+                             f"files, not {len(files)} files ({label})")
+        prediction = classifier.predict_breast(*files)
+    except (ImageReadError, OSError, ValueError) as exc:
+        if args.json:
+            print(json.dumps({"file": label, "error": str(exc)}), flush=True)
+        else:
+            print(f"mammo predict: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(json.dumps(_record(label, prediction)) if args.json else _line(label, prediction),
+          flush=True)
+    return 0

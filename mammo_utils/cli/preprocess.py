@@ -1,4 +1,5 @@
-"""``mammo preprocess``: crops (``image``) or patches (``roi``) as 16-bit PNGs + manifest.
+"""``mammo preprocess``: crops (``image``), patches (``roi``) or paired CC and MLO views
+(``breast``) as 16-bit PNGs + manifest.
 
 Exit status: 0 when every image and lesion gave its outputs; 1 when anything was
 rejected (listed in ``rejects.csv``; ``--allow-rejects`` accepts a run with rejects as
@@ -23,12 +24,20 @@ ORDER = 30
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from mammo_utils.preprocess import PreprocessConfig
+    from mammo_utils.preprocess.config import SINGLE_VIEW_OPTIONS, TASKS
 
     defaults = PreprocessConfig()
     parser.add_argument("--index", type=Path, required=True, help="ingest index.csv")
     parser.add_argument("--lesions", type=Path, default=None,
                         help="lesions.csv for the roi task (default: beside the index)")
-    parser.add_argument("--task", choices=("roi", "image"), default=defaults.task)
+    parser.add_argument("--task", choices=TASKS, default=defaults.task,
+                        help="roi: patches; image: whole breasts; breast: the CC and MLO of "
+                        "each breast paired, for two-view models")
+    parser.add_argument("--single-view", choices=SINGLE_VIEW_OPTIONS,
+                        default=defaults.single_view,
+                        help="breast task: a breast with one view is excluded (and rejected) "
+                        "or given its view as both CC and MLO; recorded for the model "
+                        f"(default: {defaults.single_view})")
     parser.add_argument("--size", type=integer(8), default=defaults.size,
                         help="patch (roi) or image side in pixels")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -63,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     config = PreprocessConfig(
         task=args.task, size=args.size, working_size=parse_working_size(args.working_size),
         normal_per_image=args.normal_per_image, patches_per_lesion=args.patches_per_lesion,
-        jitter=args.jitter, seed=args.seed,
+        jitter=args.jitter, seed=args.seed, single_view=args.single_view,
     )
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None

@@ -1,4 +1,4 @@
-"""Classify one mammogram or lesion crop with a trained model directory.
+"""Classify one mammogram, lesion crop or breast (CC and MLO) with a trained model directory.
 
 ``Classifier.from_dir(model_dir).predict(source)`` gives a :class:`Prediction`: label,
 confidence, per-class probabilities, a heat map over the preprocessed breast, warnings
@@ -11,7 +11,9 @@ and non-identifying metadata. One job per module:
 ``scan``           the whole-breast patch scan of a patch (``roi``) model, batched
 ``sources``        a path, bytes, numpy array or ipywidgets upload value, decoded by
                    :func:`mammo_utils.reader.read_image`
-``gradcam``        Grad-CAM heat maps from the last convolution (public Keras API only)
+``gradcam``        Grad-CAM heat maps from the last convolution (public Keras API only),
+                   one per view for a two-view model
+``pairing``        whether two files are the CC and MLO of one breast (patient, side)
 =================  ==================================================================
 """
 
@@ -24,6 +26,7 @@ from mammo_utils.inference.classifier import (
     as_trained,
 )
 from mammo_utils.inference.gradcam import grad_cam_function, last_convolution_layer
+from mammo_utils.inference.pairing import BreastMismatchError
 from mammo_utils.inference.scan import (
     MAX_SCAN_PATCHES,
     PatchScan,
@@ -36,6 +39,7 @@ from mammo_utils.inference.verdict import BACKGROUND_CLASSES, Verdict, VerdictRu
 
 __all__ = [
     "BACKGROUND_CLASSES",
+    "BreastMismatchError",
     "DISPLAY_MAX_SIDE",
     "INPUT_KINDS",
     "MAX_SCAN_PATCHES",

@@ -10,7 +10,13 @@ model was trained with, through the very function preprocessing calls: decode
   (:mod:`~mammo_utils.inference.gradcam`);
 * ``roi`` model, whole breast: the patch scan (:mod:`~mammo_utils.inference.scan`),
   whose most suspicious patch decides;
-* ``crop``: the lesion crop resized to the model input, one pass with Grad-CAM.
+* ``crop``: the lesion crop resized to the model input, one pass with Grad-CAM;
+* ``breast`` (two-view) model: :meth:`Classifier.predict_breast` takes the CC and MLO
+  of one breast (checked to be one patient and side by
+  :mod:`~mammo_utils.inference.pairing`), fits each to the canvas and makes one pass
+  with a Grad-CAM map per view (on the shared trunk's output for each view, scaled
+  together). One file alone is refused or given as both views, as the model's
+  preprocessing ``single_view`` option was when it trained.
 
 Every kind ends with the same verdict (:mod:`~mammo_utils.inference.verdict`). The class
 names and their order come from the model card and nowhere else.
@@ -30,6 +36,7 @@ import numpy as np
 
 from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
 from mammo_utils.inference.gradcam import GradCam, grad_cam_function
+from mammo_utils.inference.pairing import check_same_breast, order_views, view_facts
 from mammo_utils.inference.scan import (
     MAX_SCAN_PATCHES,
     PatchScan,
@@ -38,6 +45,7 @@ from mammo_utils.inference.scan import (
 )
 from mammo_utils.inference.sources import Source, load_source
 from mammo_utils.inference.verdict import VerdictRule
+from mammo_utils.preprocess.breast_task import VIEW_INPUTS
 from mammo_utils.reader import ImageReadError
 
 INPUT_KINDS: tuple[str, ...] = ("auto", "mammogram", "crop")
@@ -50,6 +58,8 @@ SAFE_METADATA_KEYS: tuple[str, ...] = (
 
 #: Longest side of the breast image shown for an image model or a crop.
 DISPLAY_MAX_SIDE = 1024
+#: Tasks a classifier serves: patches scanned, whole images, or breasts (two views).
+TASKS: tuple[str, ...] = ("roi", "image", "breast")
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,10 @@ class Classifier:
         self.image_size = int(card["image_size"])
         working = card.get("working_size")
         self.working_size = tuple(int(v) for v in working) if working else None
-        if self.task not in ("roi", "image"):
-            raise ValueError(f"model card task must be 'roi' or 'image', not {self.task!r}")
+        if self.task not in TASKS:
+            raise ValueError(
+                f"model card task must be one of {', '.join(TASKS)}, not {self.task!r}"
+            )
         if self.task == "roi" and self.working_size is None:
             raise ValueError("a roi model card needs working_size ([height, width])")
         if stride is not None and int(stride) < 1:
@@ -140,6 +152,12 @@ class Classifier:
             min_tissue = (card.get("preprocessing") or {}).get("min_breast_fraction", 0.5)
         self.min_tissue = float(min_tissue)
         self.batch_size = int(batch_size)
+        #: A breast model's answer to one file: ``exclude`` (refused) or ``duplicate``
+        #: (the view given twice), as preprocessing treated single views for training.
+        self.single_view: str | None = (
+            (card.get("preprocessing") or {}).get("single_view", "exclude")
+            if self.task == "breast" else None
+        )
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, **options) -> Classifier:
@@ -156,10 +174,13 @@ class Classifier:
         """Classify a path, raw bytes, a numpy image or an ipywidgets upload value.
 
         Raises :class:`~mammo_utils.reader.ImageReadError` for a file that cannot be
-        read or holds no breast, and ``ValueError`` for an unusable argument.
+        read or holds no breast, and ``ValueError`` for an unusable argument. A
+        ``breast`` model takes one file here as :meth:`predict_breast` does.
         """
         if input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind must be one of {', '.join(INPUT_KINDS)}")
+        if self.task == "breast":
+            return self.predict_breast(source, names=(name, None))
         image, metadata, label = load_source(source, name=name)
         warnings = list(metadata.get("warnings") or [])
         if metadata.get("view") is None:
@@ -179,6 +200,73 @@ class Classifier:
         safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
         return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe)
 
+    def predict_breast(
+        self, first: Source, second: Source | None = None, *,
+        names: tuple[str | None, str | None] = (None, None),
+    ) -> Prediction:
+        """Classify one breast from its CC and MLO files (a ``breast`` model only).
+
+        The files may come in either order (the views' tags decide, else the order
+        given is CC, MLO). Raises
+        :class:`~mammo_utils.inference.pairing.BreastMismatchError` (a ``ValueError``)
+        naming both files when they record different patients or sides, or the same
+        view twice; with one file, ``ValueError`` unless the model was trained with
+        ``single_view: duplicate``, which gives that view as both. The prediction's
+        ``image`` shows the two fitted views side by side, CC left, and ``heatmap`` the
+        Grad-CAM map of each view over it (scaled together, so the view that drove the
+        answer is the brighter).
+        """
+        if self.task != "breast":
+            raise ValueError(f"predict_breast needs a breast (two-view) model, not a "
+                             f"{self.task} model; use predict()")
+        loaded, warnings = self._breast_views(first, second, names)
+        canvases = []
+        for image, metadata, label in loaded:
+            warnings += [note for note in (metadata.get("warnings") or []) if note not in warnings]
+            try:
+                canvas, _, _ = self.fit_canvas(image)
+            except ValueError as exc:
+                raise ImageReadError(label, str(exc)) from None
+            canvases.append(canvas)
+        batch = [canvas[np.newaxis, :, :, np.newaxis].astype(np.float32) for canvas in canvases]
+        display = np.hstack(canvases).astype(np.float32)
+        cam = self.grad_cam
+        if cam is None:
+            probabilities = np.asarray(self.model.predict_on_batch(
+                dict(zip(VIEW_INPUTS, batch, strict=True))), dtype=np.float64)[0]
+            heatmap = np.zeros_like(display)
+            warnings.append("heat map unavailable: no convolution layer could be tapped")
+        else:
+            probabilities, maps = cam(batch)
+            heatmap = np.hstack(list(maps))
+        result = self._outcome(probabilities, np.clip(heatmap, 0.0, 1.0).astype(np.float32),
+                               display, warnings)
+        metadata = loaded[0][1]
+        safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
+        safe["view"] = "CC+MLO" if second is not None else metadata.get("view")
+        return Prediction(**result, input_kind="breast", warnings=warnings, metadata=safe)
+
+    def _breast_views(self, first: Source, second: Source | None, names) -> tuple[list, list]:
+        """The decoded ``(image, metadata, label)`` of the CC and the MLO, in that order,
+        and the warnings of the pairing (see :meth:`predict_breast`)."""
+        loaded = [load_source(first, name=names[0])]
+        if second is None:
+            label = loaded[0][2]
+            if self.single_view != "duplicate":
+                raise ValueError(
+                    f"{label}: this two-view model needs the CC and MLO of one breast (it "
+                    "was trained with single_view: exclude); give both files"
+                )
+            return [loaded[0], loaded[0]], [
+                f"one view only: {label} given as both CC and MLO, as the model was "
+                "trained (single_view: duplicate)"]
+        loaded.append(load_source(second, name=names[1]))
+        facts = [view_facts(source, label, metadata) for source, (_, metadata, label)
+                 in zip((first, second), loaded, strict=True)]
+        warnings = check_same_breast(*facts)
+        cc, mlo, notes = order_views(*facts)
+        return [loaded[cc], loaded[mlo]], warnings + notes
+
     @property
     def threshold(self) -> float | None:
         """Smallest probability a non-normal label needs (``None``: no minimum)."""
@@ -191,7 +279,7 @@ class Classifier:
         model (the card copies them as ``working_size`` and ``image_size``)."""
         if self.task == "roi":
             return self.working_size
-        return self.image_size, self.image_size
+        return self.image_size, self.image_size  # image and breast models alike
 
     def fit_canvas(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, BreastGeometry]:
         """A [0, 1] mammogram on this model's canvas, as preprocessing wrote it.
@@ -222,7 +310,8 @@ class Classifier:
     @cached_property
     def grad_cam(self) -> GradCam | None:
         """This model's Grad-CAM function, built on first use (``None`` when it has no
-        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`)."""
+        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`;
+        a two-view model's gives one map per view)."""
         return grad_cam_function(self.model, self.image_size)
 
     # ------------------------------------------------------------------ input kinds

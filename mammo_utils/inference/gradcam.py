@@ -8,6 +8,11 @@ last convolution block). Only public Keras API is used: the layer is found by wa
 graph is captured while :func:`keras.models.clone_model` re-runs that graph with the
 model's own layers (weights shared, nothing copied).
 
+A two-view model calls its shared trunk (the layer tapped) once per view: each call's
+feature map is captured, and each view gets its own map from the gradient of the one
+breast score, both scaled by their common peak, so the map shows which view, and
+where in it, drove the answer.
+
 TensorFlow and Keras are imported on first use, so importing inference stays light.
 """
 
@@ -18,7 +23,9 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-#: ``cam(batch)`` for a ``[1, size, size, 1]`` batch -> (probabilities, map in [0, 1]).
+#: ``cam(batch)`` for a ``[1, size, size, 1]`` batch -> (probabilities, map in [0, 1]);
+#: for a two-view model, a list of one such batch per input -> (probabilities,
+#: ``[views, size, size]`` maps).
 GradCam = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -40,11 +47,12 @@ def last_convolution_layer(model):
 
 
 def feature_model(model):
-    """``keras.Model(inputs, [feature map, probabilities])`` over ``model``'s layers.
+    """``keras.Model(inputs, [feature map, ..., probabilities])`` over ``model``'s layers.
 
-    The feature map is the output of :func:`last_convolution_layer` where ``model``
-    calls it (a nested model's ``output`` belongs to its inner graph, so it is
-    captured from a re-run of the outer graph instead). ``None`` without a convolution.
+    The feature maps are the outputs of :func:`last_convolution_layer` wherever ``model``
+    calls it: once in a single-view model, once per view in a two-view model's shared
+    trunk (a nested model's ``output`` belongs to its inner graph, so they are captured
+    from a re-run of the outer graph instead). ``None`` without a convolution.
     """
     import keras
 
@@ -55,7 +63,7 @@ def feature_model(model):
 
     def call(layer, *args, **kwargs):
         outputs = layer(*args, **kwargs)
-        if layer is target and not captured:
+        if layer is target:
             captured.append(outputs)
         return outputs
 
@@ -63,7 +71,7 @@ def feature_model(model):
     graph = keras.Model(_unwrap(model.inputs), _unwrap(model.outputs))
     rerun = keras.models.clone_model(graph, clone_function=lambda layer: layer,
                                      call_function=call)
-    return keras.Model(rerun.input, [captured[0], rerun.output])
+    return keras.Model(rerun.input, [*captured, rerun.output])
 
 
 def _unwrap(tensors: list):
@@ -72,7 +80,8 @@ def _unwrap(tensors: list):
 
 
 def grad_cam_function(model, size: int) -> GradCam | None:
-    """A function ``batch -> (probabilities, map in [0, 1])`` for a one-image batch.
+    """A function ``batch -> (probabilities, map in [0, 1])`` for a one-image batch
+    (a two-view model: a list of one batch per view -> ``[views, size, size]`` maps).
 
     The map is the Grad-CAM of the most probable class at the feature map of
     :func:`feature_model`, resized to ``size`` x ``size``; the probabilities come from
@@ -90,21 +99,35 @@ def grad_cam_function(model, size: int) -> GradCam | None:
         # Traced once per input shape: eager back-propagation through a backbone is
         # several times slower than the forward pass it explains.
         with tf.GradientTape() as tape:
-            features, probabilities = tapped(x, training=False)
+            *features, probabilities = tapped(x, training=False)
             score = tf.reduce_max(probabilities, axis=-1)
         gradients = tape.gradient(score, features)
-        weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        return probabilities, tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+        maps = [
+            tf.nn.relu(tf.reduce_sum(
+                tf.reduce_mean(gradient, axis=(1, 2), keepdims=True) * feature, axis=-1))
+            for gradient, feature in zip(gradients, features, strict=True)
+        ]
+        return probabilities, maps
 
-    def cam(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probabilities, heat = graph(tf.convert_to_tensor(batch))
-        heat = heat[0].numpy()
-        peak = float(heat.max())
-        heat = heat / peak if peak > 0 else np.zeros_like(heat)
-        heat = cv2.resize(heat.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        return np.asarray(probabilities[0], dtype=np.float64), heat
+    views = len(model.inputs)
 
-    probe = np.random.default_rng(0).random((1, size, size, 1), dtype=np.float32)
+    def cam(batch) -> tuple[np.ndarray, np.ndarray]:
+        inputs = ([tf.convert_to_tensor(view) for view in batch] if views > 1
+                  else tf.convert_to_tensor(batch))
+        probabilities, maps = graph(inputs)
+        heats = [heat[0].numpy() for heat in maps]
+        peak = max(float(heat.max()) for heat in heats)
+        heats = [
+            cv2.resize((heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32),
+                       (size, size), interpolation=cv2.INTER_LINEAR)
+            for heat in heats
+        ]
+        return (np.asarray(probabilities[0], dtype=np.float64),
+                heats[0] if views == 1 else np.stack(heats))
+
+    rng = np.random.default_rng(0)
+    probe = [rng.random((1, size, size, 1), dtype=np.float32) for _ in range(views)]
+    probe = probe[0] if views == 1 else probe
     reference = np.asarray(model(probe, training=False))[0]
     got, _ = cam(probe)
     return cam if np.allclose(got, reference, atol=1e-5) else None

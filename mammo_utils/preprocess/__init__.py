@@ -9,6 +9,10 @@ interrupted run resumes where it stopped and a finished one costs only a stat pe
 
 Counts reconcile twice: images in = images done + images rejected, and, for ``roi``,
 lesions in = lesions cut + lesions not cut, by reason (``lesion without location``, ...).
+The ``breast`` task writes every view as ``image`` does and then pairs CC and MLO into
+one manifest row per breast (:mod:`mammo_utils.preprocess.breast_task`); its counts
+reconcile breasts (in = paired + single view duplicated + excluded) and views (done =
+paired + unpaired, by reason).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 
 from mammo_utils.files import atomic_write_csv, atomic_write_text, sha256_file
 from mammo_utils.ingest import LESIONS_FILE, REJECTS_FILE
+from mammo_utils.preprocess.breast_task import BREAST_COLUMNS, breast_summary, pair_views
 from mammo_utils.preprocess.config import PreprocessConfig, parse_working_size
 from mammo_utils.preprocess.job import ImageJob
 from mammo_utils.preprocess.lock import FolderLock, FolderLockedError
@@ -51,6 +56,8 @@ __all__ = [
 INDEX_COLUMNS: tuple[str, ...] = (
     "image_id", "patient_id", "dataset", "split", "label", "image_path",
 )
+#: Further index columns the ``breast`` task pairs views by.
+BREAST_INDEX_COLUMNS: tuple[str, ...] = ("laterality", "view")
 #: The files a run writes into its processed folder (besides ingest's ``REJECTS_FILE``);
 #: readers take the names from here.
 MANIFEST_FILE = "manifest.csv"
@@ -68,6 +75,9 @@ class PreprocessResult:
     task, ``lesions_in == lesions_cut + sum(lesions_not_cut.values())``: the lesions of
     the indexed images, those with patches in the manifest, and the others by reason;
     ``normal_withheld`` images gave no NORMAL patch because a lesion could not be located.
+    For the ``breast`` task, ``breasts`` holds the pairing counts (see
+    :func:`~mammo_utils.preprocess.breast_task.pair_views`) and ``manifest`` one row per
+    breast.
     """
 
     out_dir: Path
@@ -81,6 +91,7 @@ class PreprocessResult:
     lesions_cut: int = 0
     lesions_not_cut: dict[str, int] = field(default_factory=dict)
     normal_withheld: int = 0
+    breasts: dict = field(default_factory=dict)
 
     @property
     def images_skipped(self) -> int:
@@ -99,6 +110,8 @@ class PreprocessResult:
                 f", {count} {reason}" for reason, count in sorted(self.lesions_not_cut.items())
             )
             lines.append(f"{self.lesions_in} lesions in: {self.lesions_cut} cut{reasons}")
+        if self.breasts:
+            lines.append(breast_summary(self.breasts))
         if self.normal_withheld:
             lines.append(
                 f"no NORMAL patch cut from {self.normal_withheld} image(s) with a lesion "
@@ -107,14 +120,16 @@ class PreprocessResult:
         return "\n".join(lines)
 
 
-def read_index(path: Path) -> pd.DataFrame:
-    """An ingest ``index.csv`` as strings, checked for the columns and unique image ids."""
+def read_index(path: Path, task: str = "image") -> pd.DataFrame:
+    """An ingest ``index.csv`` as strings, checked for the columns (the ``breast`` task
+    also needs laterality and view) and unique image ids."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         cause = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not a CSV table"
         raise ValueError(f"{path}: cannot read the index: {cause}") from None
-    missing = [column for column in INDEX_COLUMNS if column not in frame.columns]
+    needed = INDEX_COLUMNS + (BREAST_INDEX_COLUMNS if task == "breast" else ())
+    missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: index is missing the column(s) {', '.join(missing)}")
     duplicated = frame["image_id"][frame["image_id"].duplicated()].unique()
@@ -240,7 +255,7 @@ def run_preprocess(
     """
     config = config or PreprocessConfig()
     index_path, out_dir = Path(index), Path(out_dir)
-    frame = read_index(index_path)
+    frame = read_index(index_path, config.task)
     by_image = lesions_by_image(_read_lesions(lesions, index_path, config.task))
     out_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_dir, wait=wait_for_lock):
@@ -272,17 +287,29 @@ def _run_locked(
     manifest = pd.DataFrame(
         [row for record in ordered for row in record.rows], columns=manifest_columns(config.task)
     )
-    rejects = pd.DataFrame(
-        [reject for record in ordered for reject in record.rejects], columns=REJECT_COLUMNS
-    )
+    reject_rows = [reject for record in ordered for reject in record.rejects]
     assert_no_patient_leakage(manifest)
     _check_unique_outputs(manifest)
     lesion_counts = _lesion_counts(frame, by_image, ordered, manifest)
+    breast_counts = {}
+    if config.task == "breast":
+        manifest, unpaired, breast_counts = _pair(manifest, frame, config.single_view)
+        reject_rows += unpaired
+    rejects = pd.DataFrame(reject_rows, columns=REJECT_COLUMNS)
     atomic_write_csv(out_dir / REJECTS_FILE, rejects)
     atomic_write_csv(out_dir / MANIFEST_FILE, manifest)
     rejected = sum(record.rejected for record in ordered)
     return PreprocessResult(
         out_dir=out_dir, manifest=manifest, rejects=rejects, images_in=len(ordered),
         images_done=len(ordered) - rejected, images_rejected=rejected,
-        images_processed=len(jobs), **lesion_counts,
+        images_processed=len(jobs), breasts=breast_counts, **lesion_counts,
     )
+
+
+def _pair(views: pd.DataFrame, index: pd.DataFrame, single_view: str):
+    """The ``breast`` manifest from the written views and the index's laterality and view."""
+    sides = index[["image_id", "laterality", "view", "image_path"]]
+    views = views.merge(sides, on="image_id", how="left", validate="one_to_one")
+    breasts, rejects, counts = pair_views(views, single_view)
+    assert_no_patient_leakage(breasts)
+    return breasts[list(BREAST_COLUMNS)], rejects, counts

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-TASKS: tuple[str, ...] = ("roi", "image")
+TASKS: tuple[str, ...] = ("roi", "image", "breast")
+
+#: What the ``breast`` task does with a breast that has one view only: leave it out
+#: (counted and rejected), or give its one view as both CC and MLO.
+SINGLE_VIEW_OPTIONS: tuple[str, ...] = ("exclude", "duplicate")
 
 #: Settings that decide the bytes of every output: a resumed run must share them.
 OUTPUT_SETTINGS: tuple[str, ...] = (
@@ -22,6 +26,10 @@ class PreprocessConfig:
     """What to cut from each mammogram and at which scale.
 
     ``task`` ``image``: the whole breast crop padded to a square and resized to ``size``.
+    ``task`` ``breast``: every view written as the ``image`` task writes it (one canvas
+    for all), then the CC and MLO of each breast (patient and laterality) paired into
+    one manifest row; ``single_view`` (:data:`SINGLE_VIEW_OPTIONS`) says what happens to
+    a breast with one view, and is recorded for the model and inference.
     ``task`` ``roi``: the crop fitted to ``working_size`` ``(height, width)``, then
     ``patches_per_lesion`` patches of ``size`` x ``size`` centred on each abnormality, each
     shifted by its own draw of up to ``jitter`` working pixels (``None`` means ``size // 8``;
@@ -39,10 +47,16 @@ class PreprocessConfig:
     jitter: int | None = None
     seed: int = 0
     min_breast_fraction: float = 0.7
+    single_view: str = "exclude"
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.single_view not in SINGLE_VIEW_OPTIONS:
+            raise ValueError(
+                f"unknown single_view option {self.single_view!r}; choose one of "
+                f"{', '.join(SINGLE_VIEW_OPTIONS)}"
+            )
         if self.size < 8:
             raise ValueError(f"size must be at least 8 pixels, got {self.size}")
         height, width = (int(value) for value in self.working_size)
@@ -70,10 +84,12 @@ class PreprocessConfig:
         object.__setattr__(self, "jitter", jitter)
 
     def output_settings(self) -> dict:
-        """The settings a resumed run must match, as JSON-ready values."""
+        """The settings a resumed run must match, as JSON-ready values (``single_view``
+        only for the ``breast`` task, so other tasks' folders keep their settings)."""
         values = asdict(self)
         values["working_size"] = list(self.working_size)
-        return {key: values[key] for key in OUTPUT_SETTINGS}
+        keys = OUTPUT_SETTINGS + (("single_view",) if self.task == "breast" else ())
+        return {key: values[key] for key in keys}
 
     def to_json_dict(self, *, index_sha256: str, datasets: list[str]) -> dict:
         """The ``preprocess_config.json`` content (see docs/architecture.md)."""

@@ -34,7 +34,9 @@ from mammo_utils.preprocess.manifest import DoneRecord, SourceStamp
 from mammo_utils.preprocess.roi_task import cut_roi
 from mammo_utils.reader import ImageReadError, read_image
 
-_TASKS = {"image": cut_image, "roi": cut_roi}
+#: How each task cuts one source image (the ``breast`` task writes each view as the
+#: ``image`` task does, and pairs the views afterwards).
+_TASKS = {"image": cut_image, "roi": cut_roi, "breast": cut_image}
 
 #: Chunks per worker when jobs are split: enough to balance uneven images between
 #: workers, few enough that messaging stays negligible.

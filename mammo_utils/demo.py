@@ -6,6 +6,13 @@ with its confidence and a plain-language description, a bar for every class
 probability, the non-identifying acquisition fields and any warnings. A bad or oversized
 file gives a message inside the page, never a traceback, and the next upload works.
 
+Above the label the app warns, in plain words, when the model was trained only on
+synthetic images (its answer for a real mammogram is meaningless) and when the upload
+differs from the images it was trained on (the card's ``training_range``, compared by
+:func:`mammo_utils.domain.domain_differences`); below it, what the model was trained on
+and its measured test performance: the image-level malignant-vs-rest ROC-AUC with its
+interval from the model's evaluation, else the patch-level one, named as such.
+
 The verdict follows one rule, stated on the page: the label is the class with the tallest
 probability bar and the confidence is that bar's value. For a patch (``roi``) model the
 bars are the probabilities of the most suspicious patch, the one most likely to hold an
@@ -28,6 +35,7 @@ browser tests select them by meaning.
 from __future__ import annotations
 
 import html
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,9 +45,13 @@ import cv2
 import ipywidgets as widgets
 import numpy as np
 
+from mammo_utils.comparison import LEVEL_METRIC
+from mammo_utils.evaluate import METRICS_FILE
 from mammo_utils.inference import BACKGROUND_CLASSES, Classifier, Prediction
 from mammo_utils.model_card import CARD_FILE, find_model_dirs
+from mammo_utils.provenance import is_synthetic
 from mammo_utils.reader import ImageReadError
+from mammo_utils.workspace import Workspace
 
 #: File types the upload accepts (the reader decides the format from the content).
 ACCEPT = ".dcm,.png,.jpg,.jpeg,.pgm"
@@ -56,6 +68,14 @@ DISCLAIMER = (
     "Research tool, not a diagnosis. The model was trained on a research data set and "
     "has not been validated for clinical use; a radiologist must read every mammogram."
 )
+
+SYNTHETIC_WARNING = (
+    "This model was trained only on synthetic images that this project generates. It has "
+    "never seen a real mammogram: its answer for a real one is meaningless."
+)
+
+#: The evaluation levels whose malignant-vs-rest ROC-AUC the page shows, best first.
+PERFORMANCE_LEVELS: tuple[str, ...] = ("image", "patch")
 
 #: What each class means, in words a non-radiologist understands.
 DESCRIPTIONS: dict[str, str] = {
@@ -117,6 +137,11 @@ _CSS = """
 .mammo-meta td { padding: 1px 12px 1px 0; vertical-align: top; }
 .mammo-meta td:first-child { color: #555; }
 .mammo-note { font-size: 0.85em; color: #555; margin: 4px 0 0 0; }
+.mammo-caution { color: #6d1b00; background: #fff0e0; border: 1px solid #e8a070;
+                 padding: 6px 10px; border-radius: 4px; margin: 4px 0;
+                 overflow-wrap: anywhere; }
+.mammo-caution ul { margin: 2px 0; padding-left: 1.2em; }
+.mammo-worth { font-size: 0.9em; margin: 4px 0 0 0; overflow-wrap: anywhere; }
 </style>
 """
 
@@ -281,6 +306,102 @@ def heatmap_caption(scanned: bool) -> str:
     )
 
 
+def evaluation_file(model_dir: str | Path) -> Path | None:
+    """Where evaluation writes the ``metrics.json`` of ``models/<run>/<model>/``:
+    ``reports/<run>/metrics/<model>/`` of the same project (``None`` for a folder
+    outside that layout)."""
+    model_dir = Path(model_dir).resolve()
+    if len(model_dir.parents) < 3:
+        return None
+    workspace = Workspace(model_dir.parents[2], model_dir.parent.name)
+    return workspace.metrics_dir / model_dir.name / METRICS_FILE
+
+
+def measured_performance(metrics: Mapping[str, Any]) -> str | None:
+    """The headline of an evaluation in words: the malignant-vs-rest ROC-AUC with its
+    patient-bootstrap interval at the image level, else the patch level (named), with
+    the number of test items and the protocol; ``None`` when neither level has it."""
+    sections = metrics.get("levels") or {}
+    for level in PERFORMANCE_LEVELS:
+        section = sections.get(level) or {}
+        value = section.get(LEVEL_METRIC)
+        if value is None:
+            continue
+        bootstrap = section.get("bootstrap") or {}
+        interval = (bootstrap.get("intervals") or {}).get(LEVEL_METRIC) or {}
+        text = f"{level}-level malignant-vs-rest ROC-AUC {value:.2f}"
+        if interval.get("lower") is not None and interval.get("upper") is not None:
+            confidence = round(100 * float(bootstrap.get("confidence", 0.95)))
+            text += (f" ({confidence} % interval {interval['lower']:.2f} to "
+                     f"{interval['upper']:.2f})")
+        unit = "images" if level == "image" else "patches"
+        if section.get("n_images"):
+            text += f" on {section['n_images']} test {unit}"
+        if metrics.get("protocol"):
+            text += f"; {metrics['protocol']}"
+        return text
+    return None
+
+
+def training_datasets(card: Mapping[str, Any]) -> list[str]:
+    """The data set names a model was trained on, from its card (``training_range``,
+    else the preprocessing settings); empty when the card does not say."""
+    names = (card.get("training_range") or {}).get("datasets")
+    return list(names or (card.get("preprocessing") or {}).get("datasets") or [])
+
+
+def model_worth(model_dir: str | Path, card: Mapping[str, Any]) -> dict[str, str]:
+    """What the model was trained on (``trained_on``) and its measured test performance
+    (``performance``), in words."""
+    datasets = training_datasets(card)
+    trained = ", ".join(datasets) if datasets else "not recorded in the model card"
+    count = (card.get("training_range") or {}).get("n_images")
+    if datasets and count:
+        trained += f" ({count} training images)"
+    path = evaluation_file(model_dir)
+    performance = None
+    if path is not None and path.is_file():
+        try:
+            performance = measured_performance(json.loads(path.read_text()))
+        except (ValueError, OSError):
+            performance = None
+    return {"trained_on": trained,
+            "performance": performance or "not measured (no evaluation of this model found)"}
+
+
+def cautions(card: Mapping[str, Any], prediction: Prediction) -> list[str]:
+    """What must be read before the label, in words: a synthetic-only model, then each
+    way the image differs from what the model was trained on."""
+    found = [SYNTHETIC_WARNING] if is_synthetic(training_datasets(card)) else []
+    return found + [f"Unlike the training images: {text}." for text in prediction.out_of_domain]
+
+
+def worth_html(worth: Mapping[str, str]) -> str:
+    """:func:`model_worth` as two lines of HTML."""
+    return (
+        f'<div class="mammo-trained-on"><b>Trained on:</b> '
+        f"{html.escape(worth['trained_on'])}</div>"
+        f'<div class="mammo-performance"><b>Test performance:</b> '
+        f"{html.escape(worth['performance'])}</div>"
+    )
+
+
+def caution_html(card: Mapping[str, Any], prediction: Prediction) -> str:
+    """The cautions of :func:`cautions` as HTML boxes (synthetic, then out of domain)."""
+    parts = []
+    if is_synthetic(training_datasets(card)):
+        parts.append(f'<div class="mammo-caution mammo-synthetic-warning">'
+                     f"<b>{html.escape(SYNTHETIC_WARNING)}</b></div>")
+    if prediction.out_of_domain:
+        items = "".join(f"<li>{html.escape(text)}</li>" for text in prediction.out_of_domain)
+        parts.append(
+            '<div class="mammo-caution mammo-domain-warning"><b>This image is unlike the '
+            f"images the model was trained on:</b><ul>{items}</ul>The answer below may "
+            "mean little.</div>"
+        )
+    return "".join(parts)
+
+
 def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
     widget = widgets.HTML(value=value, layout=widgets.Layout(max_width="100%", **layout))
     widget.add_class(css_class)
@@ -331,9 +452,11 @@ class MammoDemo(widgets.VBox):
         self.preview = widgets.Image(format="png")
         self.preview.add_class("mammo-preview")
         self.caption = _html("mammo-caption")
+        self.caution = _html("mammo-cautions")
         self.label = _html("mammo-label")
         self.confidence = _html("mammo-confidence")
-        self.verdict = widgets.VBox([self.label, self.confidence],
+        self.worth_box = _html("mammo-worth")
+        self.verdict = widgets.VBox([self.caution, self.label, self.confidence, self.worth_box],
                                     layout=widgets.Layout(max_width="100%"))
         self.verdict.add_class("mammo-verdict")
         self.description = _html("mammo-description")
@@ -456,6 +579,9 @@ class MammoDemo(widgets.VBox):
         self.error_box.layout.display = "none"
         self.results.layout.display = None
         self.source_label.value = f"<b>Image:</b> {html.escape(name)}"
+        card = self.classifier.card
+        self.caution.value = caution_html(card, prediction)
+        self.worth_box.value = worth_html(model_worth(self.model_chooser.value, card))
         self.label.value = f"<h2>{breakable(prediction.label)}</h2>"
         self.confidence.value = (
             f"Confidence: <b>{percent(prediction.confidence)}</b>"
@@ -491,6 +617,16 @@ class MammoDemo(widgets.VBox):
         heatmap = self.prediction.heatmap if show_heat else None
         self.preview.value = overlay_png(self.prediction.image, heatmap, sigma=sigma)
         self.caption.value = heatmap_caption(scanned) if show_heat else ""
+
+    def cautions(self) -> list[str]:
+        """The shown prediction's cautions in words (see :func:`cautions`)."""
+        if self.prediction is None:
+            return []
+        return cautions(self.classifier.card, self.prediction)
+
+    def model_worth(self) -> dict[str, str]:
+        """What the chosen model was trained on and its measured performance, in words."""
+        return model_worth(self.model_chooser.value, self.classifier.card)
 
     def summary(self) -> str:
         """One line of text describing what the page shows (for logs and reports)."""

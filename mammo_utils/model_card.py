@@ -69,6 +69,7 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     best_epoch: int | None = None
     validation_metrics: dict = field(default_factory=dict)
+    training_range: dict = field(default_factory=dict)
     parameter_count: int = 0
     seed: int | None = None
     versions: dict = field(default_factory=library_versions)
@@ -94,8 +95,8 @@ class ModelCard:
         _check_integer("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         if self.working_size is not None:
             self.working_size = _checked_working_size(self.working_size, self.image_size)
-        for name in ("preprocessing", "data", "training", "validation_metrics", "versions",
-                     "model_file"):
+        for name in ("preprocessing", "data", "training", "validation_metrics",
+                     "training_range", "versions", "model_file"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
         fraction = self.preprocessing.get("min_breast_fraction", 0.5)

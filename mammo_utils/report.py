@@ -31,6 +31,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ import pandas as pd
 import yaml
 
 from mammo_utils.comparison import COMPARISON_FILE
+from mammo_utils.provenance import data_source_text
 from mammo_utils.versions import library_versions
 from mammo_utils.workspace import Workspace
 
@@ -49,6 +51,15 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 STATUS_FILE = "status.json"
 VERSIONS_FILE = "versions.json"
+
+#: The environment every notebook's kernel starts with, unless the caller's sets the
+#: variable: TensorFlow's C++ start-up text (oneDNN, CPU features, absl) stays out of
+#: the executed notebooks, where it would show as stderr blocks.
+KERNEL_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+#: Kernel options: its own start-up warnings (TCP transport without encryption, on a
+#: local kernel) are not the report's business.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR",)
+
 
 class ReportError(RuntimeError):
     """A report run that stopped; the message names the notebook and the failing cell."""
@@ -145,14 +156,18 @@ def _failure_message(notebook: Path, err: Exception) -> str:
     return f"notebook {notebook.name} failed at {where} `{first}`: {reason}"
 
 
-def _write_status(run_dir: Path, params: dict, done: list[str], failure: str | None) -> None:
+def _write_status(run_dir: Path, params: dict, done: list[str], failure: str | None,
+                  started: datetime) -> None:
+    finished = datetime.now(timezone.utc)
     status = {
         "name": run_dir.name,
         "dataset": params["common"].get("dataset", "synthetic"),
         "status": "failed" if failure else "complete",
         "completed_notebooks": done,
         "failure": failure,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "duration_s": round((finished - started).total_seconds(), 1),
     }
     (run_dir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
 
@@ -176,6 +191,9 @@ def run_report(
     import papermill
     from tqdm.auto import tqdm
 
+    started = datetime.now(timezone.utc)
+    for variable, value in KERNEL_ENVIRONMENT.items():
+        os.environ.setdefault(variable, value)  # kernels inherit the runner's environment
     project_dir = Path(project_dir).resolve()
     if params is None:
         params = {"name": None, "common": {}, "notebooks": {}}
@@ -212,87 +230,189 @@ def run_report(
                 kernel_name=kernel_name,
                 cwd=str(notebooks_dir),
                 progress_bar=progress,
+                extra_arguments=list(KERNEL_ARGUMENTS),
             )
         except Exception as err:  # papermill raises its own error or a kernel failure
             message = _failure_message(notebook, err)
-            _write_status(run_dir, params, [p.name for p in result.executed], message)
+            _write_status(run_dir, params, [p.name for p in result.executed], message,
+                          started)
             if executed.is_file():
                 notebook_to_html(executed, executed.with_suffix(".html"))
             write_index(project_dir / "reports")
             raise ReportError(message) from err
         result.executed.append(executed)
         result.html.append(notebook_to_html(executed, executed.with_suffix(".html")))
-    _write_status(run_dir, params, [p.name for p in result.executed], None)
+    _write_status(run_dir, params, [p.name for p in result.executed], None, started)
     result.index_html = write_index(project_dir / "reports")
     return result
 
 
-def _headline_html(run_dir: Path) -> str:
-    """Per-model headline numbers from ``metrics/comparison.csv``, as an HTML list: every
-    metric the table gives an interval (``<name>_lower``, ``<name>_upper``), under its
-    ``metrics.json`` name, in table order (the image-level malignant ROC-AUC first), and
-    the test protocol in words."""
+#: Runs made with the test suite's settings (``params/smoke.yaml``): listed last-marked,
+#: their numbers are meaningless.
+TEST_RUN_NAMES = frozenset({"smoke"})
+#: Figures shown as thumbnails per model, in order (``<run>/figures/<model>/<name>.png``).
+THUMBNAILS: tuple[tuple[str, str], ...] = (
+    ("image_confusion_matrix", "image confusion matrix"), ("image_roc", "image ROC"),
+    ("confusion_matrix", "confusion matrix"), ("roc", "ROC"),
+)
+#: Height in CSS pixels of a thumbnail (the full figure is one click away).
+THUMBNAIL_HEIGHT = 160
+
+_INDEX_CSS = """
+body { font-family: sans-serif; max-width: 72em; margin: 2em auto; padding: 0 1em; color: #222; }
+section { border-top: 1px solid #ccc; padding-top: 0.5em; margin-top: 1.5em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+.test-run { background: #f7f7f7; }
+.marker { color: #8b4500; font-weight: bold; }
+.failure { color: #c0392b; }
+figure { display: inline-block; vertical-align: top; margin: 4px 8px 4px 0; text-align: center;
+         font-size: 0.8em; }
+figure img { border: 1px solid #ccc; display: block; }
+pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+def _comparison_html(table: pd.DataFrame) -> str:
+    """The comparison table as HTML: one row per model, every metric the table gives an
+    interval (``<name>_lower``, ``<name>_upper``) as ``value [lower, upper]`` under its
+    ``metrics.json`` name, in table order (the image-level malignant ROC-AUC first)."""
+    names = [c for c in table.columns if f"{c}_lower" in table and f"{c}_upper" in table]
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in ["model", *names])
+    rows = []
+    for row in table.to_dict("records"):
+        cells = [f"<td><b>{html.escape(str(row['model']))}</b></td>"]
+        for name in names:
+            text = _number(row[name])
+            if text != "n/a" and not pd.isna(row[f"{name}_lower"]):
+                text += f" [{_number(row[f'{name}_lower'])}, {_number(row[f'{name}_upper'])}]"
+            cells.append(f"<td>{text}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="comparison"><tr>{header}</tr>{"".join(rows)}</table>'
+
+
+def _thumbnails_html(run_dir: Path, models: list[str]) -> str:
+    """Per model, small copies of its confusion matrices and ROC curves, each a link to
+    the full figure (relative links: the page works wherever the folder is copied)."""
+    blocks = []
+    for model in models:
+        figures = []
+        for name, title in THUMBNAILS:
+            path = Workspace(run_dir.parents[1], run_dir.name).figures_dir / model / f"{name}.png"
+            if path.is_file():
+                link = html.escape(f"{run_dir.name}/figures/{model}/{name}.png")
+                figures.append(
+                    f'<figure><a href="{link}"><img class="thumbnail" src="{link}" '
+                    f'height="{THUMBNAIL_HEIGHT}" alt="{html.escape(model)}: {title}"></a>'
+                    f"<figcaption>{title}</figcaption></figure>"
+                )
+        if figures:
+            blocks.append(f"<h4>{html.escape(model)}</h4>{''.join(figures)}")
+    return "".join(blocks)
+
+
+def _results_html(run_dir: Path) -> str:
+    """The run's protocol, comparison table and figure thumbnails, from
+    ``metrics/comparison.csv`` and ``figures/``."""
     path = Workspace(run_dir.parents[1], run_dir.name).metrics_dir / COMPARISON_FILE
     if not path.is_file():
-        return "<em>no comparison table</em>"
+        return "<p><em>no comparison table</em></p>"
     table = pd.read_csv(path)
     if table.empty:
-        return "<em>no models evaluated</em>"
-    names = [c for c in table.columns if f"{c}_lower" in table and f"{c}_upper" in table]
-    items = []
-    for row in table.to_dict("records"):
-        parts = []
-        for name in names:
-            value, lower, upper = row[name], row[f"{name}_lower"], row[f"{name}_upper"]
-            if pd.isna(value):
-                continue
-            text = f"{name} {value:.3f}"
-            if not pd.isna(lower):
-                text += f" [{lower:.3f}, {upper:.3f}]"
-            parts.append(text)
-        items.append(f"<li><b>{html.escape(str(row['model']))}</b>: {', '.join(parts)}</li>")
+        return "<p><em>no models evaluated</em></p>"
     protocols = sorted(set(table["protocol"].dropna())) if "protocol" in table else []
     stated = "".join(f"<p>protocol: {html.escape(str(text))}</p>" for text in protocols)
-    return stated + "<ul>" + "".join(items) + "</ul>"
+    models = [str(model) for model in table["model"]]
+    return stated + _comparison_html(table) + _thumbnails_html(run_dir, models)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, rest = divmod(round(float(seconds)), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 def _run_entry(run_dir: Path) -> str:
-    status_path = run_dir / STATUS_FILE
-    status = json.loads(status_path.read_text()) if status_path.is_file() else {}
+    """One run's section of ``reports/index.html``: data source, status, date and
+    duration, the results, the notebooks, the parameters and the library versions."""
+    status = _read_json(run_dir / STATUS_FILE)
     state = status.get("status", "unknown")
-    dataset = status.get("dataset", "unknown")
+    dataset = str(status.get("dataset", "unknown"))
+    test_run = run_dir.name in TEST_RUN_NAMES
+    marker = (' <span class="marker">test run: the test suite\'s settings, numbers '
+              "meaningless</span>" if test_run else "")
     links = " · ".join(
         f'<a href="{html.escape(run_dir.name)}/{html.escape(p.name)}">{html.escape(p.stem)}</a>'
         for p in sorted(run_dir.glob(NOTEBOOK_PATTERN.replace(".ipynb", ".html")))
     )
-    warning = ""
-    if dataset == "synthetic":
-        warning = " <em>(synthetic data: not clinical results)</em>"
     failure = ""
     if status.get("failure"):
-        failure = f'<p style="color:#c0392b">{html.escape(status["failure"])}</p>'
+        failure = f'<p class="failure">{html.escape(status["failure"])}</p>'
+    params_path = run_dir / "params.yaml"
+    params = params_path.read_text() if params_path.is_file() else ""
+    versions = _read_json(run_dir / VERSIONS_FILE)
+    version_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td>"
+                           "</tr>" for k, v in versions.items())
+    css = "run test-run" if test_run else "run"
     return (
-        f"<section><h2>{html.escape(run_dir.name)}</h2>"
-        f"<p>data: <b>{html.escape(str(dataset))}</b>{warning} · status: <b>{state}</b> · "
-        f"finished {html.escape(str(status.get('finished', '?')))}</p>{failure}"
-        f"{_headline_html(run_dir)}<p>{links or '<em>no HTML reports</em>'}</p></section>"
+        f'<section class="{css}" id="run-{html.escape(run_dir.name)}">'
+        f"<h2>{html.escape(run_dir.name)}{marker}</h2>"
+        f"<p>{html.escape(_plain(data_source_text(dataset)))}</p>"
+        f"<p>status: <b>{html.escape(str(state))}</b> · started "
+        f"{html.escape(str(status.get('started', '?')))} · finished "
+        f"{html.escape(str(status.get('finished', '?')))} · duration "
+        f"{_duration(status.get('duration_s'))}</p>{failure}"
+        f"{_results_html(run_dir)}"
+        f"<p>notebooks: {links or '<em>no HTML reports</em>'}</p>"
+        f"<details><summary>parameters</summary><pre>{html.escape(params)}</pre></details>"
+        f"<details><summary>library versions</summary><table>{version_rows}</table></details>"
+        "</section>"
+    )
+
+
+def _plain(markdown: str) -> str:
+    """Markdown emphasis and code marks removed (the data-source text in plain words)."""
+    return markdown.replace("**", "").replace("`", "")
+
+
+def _finished(run_dir: Path) -> str:
+    """The sort key of a run: when it finished (ISO time; empty, hence last, if unknown)."""
+    status = _read_json(run_dir / STATUS_FILE)
+    return str(status.get("finished") or "")
+
+
+def render_index(runs: list[Path]) -> str:
+    """``reports/index.html`` for ``runs`` (already in display order): a static page with
+    relative links only, so it makes no network request and can be forwarded as a folder."""
+    body = "".join(_run_entry(run) for run in runs) or "<p>No reports yet.</p>"
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Mammography reports</title>"
+        f"<style>{_INDEX_CSS}</style></head><body>"
+        f"<h1>Mammography workbench reports</h1>{body}</body></html>\n"
     )
 
 
 def write_index(reports_dir: str | Path) -> Path:
-    """Rewrite ``reports/index.html``: every run (a folder with params.yaml), newest first."""
+    """Rewrite ``reports/index.html``: every run (a folder with params.yaml), newest
+    first, the test suite's runs (:data:`TEST_RUN_NAMES`) after the others and marked."""
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    runs = [p.parent for p in reports_dir.glob("*/params.yaml")]
-    runs.sort(key=lambda p: (p / STATUS_FILE).stat().st_mtime if (p / STATUS_FILE).exists()
-              else 0.0, reverse=True)
-    body = "".join(_run_entry(run) for run in runs) or "<p>No reports yet.</p>"
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Mammography reports</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "section{border-top:1px solid #ccc}</style></head><body>"
-        f"<h1>Mammography workbench reports</h1>{body}</body></html>\n"
-    )
+    runs = sorted((p.parent for p in reports_dir.glob("*/params.yaml")), key=_finished,
+                  reverse=True)
+    runs.sort(key=lambda run: run.name in TEST_RUN_NAMES)
     path = reports_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(render_index(runs), encoding="utf-8")
     return path

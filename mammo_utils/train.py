@@ -39,6 +39,7 @@ import pandas as pd
 import tensorflow as tf
 
 from mammo_utils import models, pipeline
+from mammo_utils.domain import training_range
 from mammo_utils.files import sha256_file
 from mammo_utils.metrics import macro_roc_auc, one_vs_rest_roc_auc
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
@@ -277,6 +278,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         },
         best_epoch=best_epoch,
         validation_metrics=_validation_metrics(model, val_data, val_labels, classes),
+        training_range=training_range(manifest.frame, data_dir),
         parameter_count=models.parameter_count(model),
         seed=config.seed,
     )

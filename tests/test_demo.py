@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,9 +19,12 @@ from mammo_utils.demo import (
     DESCRIPTIONS,
     MODEL_DIR_ENV,
     PREVIEW_SIDE,
+    SYNTHETIC_WARNING,
     breast_extent,
     build_demo,
+    evaluation_file,
     find_models,
+    measured_performance,
     overlay_png,
     percent,
 )
@@ -187,3 +192,69 @@ def test_without_a_real_example_the_app_waits_for_an_upload(project, monkeypatch
     assert app.prediction is None
     assert not app.upload.disabled
     assert app.error is None
+
+
+# ------------------------------------------------------------ what the model is worth
+def _metrics(image_auc=None, patch_auc=0.71) -> dict:
+    def section(value, n):
+        return {"malignant_roc_auc": value, "n_images": n,
+                "bootstrap": {"confidence": 0.95, "intervals": {
+                    "malignant_roc_auc": {"lower": value - 0.1, "upper": value + 0.05}}}}
+
+    levels = {"patch": section(patch_auc, 40), "breast": {"not_applicable": "no pairs"}}
+    levels["image"] = (section(image_auc, 12) if image_auc is not None
+                       else {"not_applicable": "no ingest index"})
+    return {"protocol": "official synthetic test split, 12 images", "levels": levels}
+
+
+def test_measured_performance_prefers_the_image_level_and_names_the_level():
+    image = measured_performance(_metrics(image_auc=0.83))
+    assert image.startswith("image-level malignant-vs-rest ROC-AUC 0.83")
+    assert "95 % interval 0.73 to 0.88" in image and "on 12 test images" in image
+    assert image.endswith("official synthetic test split, 12 images")
+    patch = measured_performance(_metrics())
+    assert patch.startswith("patch-level malignant-vs-rest ROC-AUC 0.71")
+    assert "on 40 test patches" in patch
+    assert measured_performance({"levels": {}}) is None
+    assert evaluation_file("/model") is None  # outside models/<run>/<model>/: none sought
+
+
+def _synthetic_model(project, training_range) -> Path:
+    from mammo_utils.model_card import ModelCard
+
+    model = project / "models" / "run" / "bright_roi"
+    card = ModelCard.load(model)
+    card.training_range = training_range
+    card.save(model)
+    return model
+
+
+def test_synthetic_model_warns_above_the_label_with_its_worth(
+        project, breast_png, synthetic_training_range):
+    model = _synthetic_model(project, synthetic_training_range)
+    metrics = evaluation_file(model)
+    assert metrics == project / "reports" / "run" / "metrics" / "bright_roi" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps(_metrics(image_auc=0.83)))
+
+    app = build_demo(project, model, example_path=breast_png)
+    assert app.prediction is not None, app.error
+    children = list(app.verdict.children)
+    assert children.index(app.caution) < children.index(app.label)
+    assert SYNTHETIC_WARNING in app.caution.value.replace("&#x27;", "'")
+    assert "PNG file" in app.caution.value and "mammo-domain-warning" in app.caution.value
+    assert app.prediction.out_of_domain == [
+        text.removeprefix("Unlike the training images: ").removesuffix(".")
+        for text in app.cautions()[1:]
+    ]
+    assert app.cautions()[0] == SYNTHETIC_WARNING
+    assert "Trained on:</b> synthetic (" in app.worth_box.value
+    assert "image-level malignant-vs-rest ROC-AUC 0.83" in app.worth_box.value
+
+
+def test_a_model_card_without_provenance_says_so(project, breast_png):
+    app = build_demo(project, project / "models" / "run" / "bright_roi",
+                     example_path=breast_png)
+    assert app.caution.value == "" and app.cautions() == []
+    assert "not recorded in the model card" in app.worth_box.value
+    assert "not measured" in app.worth_box.value

@@ -1,15 +1,17 @@
-"""The demo page in a real browser: Voila serves notebook 06, Chromium uploads files.
+"""The demo page in a real browser: Voila serves app/demo.ipynb (what `make demo`
+serves), Chromium uploads files; and reports/index.html opened from disk.
 
 Chromium (Debian's /usr/bin/chromium) is driven through the Python ``playwright``
-package; every request that does not go to 127.0.0.1 is aborted, so the test is local.
-It skips when Chromium, playwright or voila are missing, and fails instead under
-MAMMO_REQUIRE_SHARED=1 (CI).
+package; every request that does not go to 127.0.0.1 (or, for the index, to a local
+file) is aborted and recorded, so the tests are local. They skip when Chromium,
+playwright or voila are missing, and fail instead under MAMMO_REQUIRE_SHARED=1 (CI).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,14 +19,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fixtures_preprocess import make_breast
 
-from mammo_utils.demo import MODEL_DIR_ENV
+from mammo_utils.demo import MODEL_DIR_ENV, SYNTHETIC_WARNING, evaluation_file
+from mammo_utils.model_card import ModelCard
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "06_interactive_demo.ipynb"
+NOTEBOOK = REPO / "app" / "demo.ipynb"
+#: Words of notebook 06's developer narration, which the served page must not show.
+NARRATION = ("DataSettings", "Which models are available", "trained model(s) offered",
+             "The same result as a static picture")
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "reports" / "demo"
 CHROMIUM_FLAGS = [
@@ -73,11 +81,40 @@ def sync_playwright():
 
 
 @pytest.fixture(scope="module")
-def voila_url(sync_playwright, bright_roi_model_dir, tmp_path_factory):
-    """Voila serving notebook 06 with the tiny roi model, stopped by process group."""
+def synthetic_model_dir(bright_roi_model_dir, synthetic_training_range, tmp_path_factory):
+    """The tiny roi model with a card saying it was trained on the synthetic set only,
+    and an evaluation whose image level holds a malignant ROC-AUC with its interval."""
+    project = tmp_path_factory.mktemp("demo_project")
+    model = project / "models" / "run" / "synthetic_roi"
+    shutil.copytree(bright_roi_model_dir, model)
+    card = ModelCard.load(model)
+    card.training_range = synthetic_training_range
+    card.save(model)
+    interval = {"lower": 0.61, "upper": 0.93, "n_valid": 200}
+    image = {"malignant_roc_auc": 0.79, "n_images": 24,
+             "bootstrap": {"confidence": 0.95, "intervals": {"malignant_roc_auc": interval}}}
+    metrics = evaluation_file(model)
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"protocol": "official synthetic test split, 24 images",
+                                   "levels": {"image": image}}))
+    return model
+
+
+@pytest.fixture(scope="module")
+def film_pgm(tmp_path_factory) -> Path:
+    """A film-scanned style mammogram: an 8-bit PGM."""
+    pixels = np.rint(make_breast((1024, 800), seed=3) * 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("film") / "film_scan_LEFT_CC.pgm"
+    path.write_bytes(b"P5\n800 1024\n255\n" + pixels.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def voila_url(sync_playwright, synthetic_model_dir, tmp_path_factory):
+    """Voila serving the app with the synthetic-trained model, stopped by process group."""
     port = _free_port()
     log = tmp_path_factory.mktemp("voila") / "voila.log"
-    env = {**os.environ, MODEL_DIR_ENV: str(bright_roi_model_dir)}
+    env = {**os.environ, MODEL_DIR_ENV: str(synthetic_model_dir)}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [str(VOILA), str(NOTEBOOK), "--no-browser", f"--port={port}",
@@ -159,8 +196,8 @@ def _box(page, selector: str) -> dict:
 def _assert_phone_layout(page, classes: tuple[str, ...], width: int) -> None:
     """At ``width`` px every part of the result shows inside the screen, stacked."""
     needed = [".mammo-disclaimer", ".mammo-upload", ".mammo-heatmap-toggle", ".mammo-preview",
-              ".mammo-label h2", ".mammo-confidence", ".mammo-description",
-              ".mammo-metadata table"]
+              ".mammo-synthetic-warning", ".mammo-label h2", ".mammo-confidence",
+              ".mammo-performance", ".mammo-description", ".mammo-metadata table"]
     needed += [f'.mammo-prob-row[data-class="{name}"]' for name in classes]
     for selector in needed:
         locator = page.locator(selector)
@@ -189,27 +226,47 @@ def _assert_phone_layout(page, classes: tuple[str, ...], width: int) -> None:
         page, ".mammo-preview")["height"], "the result should sit below the image on a phone"
 
 
-def test_upload_real_dicom_bad_file_and_phone_width(page, real_mammograms,
-                                                    bright_roi_model_dir, tmp_path):
-    from mammo_utils.model_card import ModelCard
-
-    classes = tuple(ModelCard.load(bright_roi_model_dir).classes)
-    dicom = real_mammograms[-1]
-    expected = _cli_confidence(bright_roi_model_dir, dicom)
-
-    _upload(page, dicom)
+def _wait_for_source(page, name: str) -> None:
     page.wait_for_function(
         "name => document.querySelector('.mammo-source') &&"
         " document.querySelector('.mammo-source').innerText.includes(name)",
-        arg=dicom.name,
+        arg=name,
     )
+
+
+def _above(page, upper: str, lower: str) -> bool:
+    top = _box(page, upper)
+    return top["y"] + top["height"] <= _box(page, lower)["y"] + 1
+
+
+def test_app_alone_synthetic_and_domain_warnings_bad_file_and_phone_width(
+        page, real_mammograms, synthetic_model_dir, film_pgm, tmp_path):
+    classes = tuple(ModelCard.load(synthetic_model_dir).classes)
+    content = page.content()
+    for phrase in NARRATION:
+        assert phrase not in content, f"developer narration on the served page: {phrase}"
+    assert page.locator("[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    assert page.is_visible(".mammo-disclaimer") and page.is_visible(".mammo-model")
+
+    dicom = next(path for path in real_mammograms if path.parent.name == "sfm-malign-0")
+    expected = _cli_confidence(synthetic_model_dir, dicom)
+    _upload(page, dicom)
+    _wait_for_source(page, dicom.name)
     label = page.inner_text(".mammo-label").strip()
-    confidence = page.inner_text(".mammo-confidence")
-    assert label in classes
-    assert label == expected["label"]
-    assert f"{100 * expected['confidence']:.1f} %" in confidence
-    metadata = page.inner_text(".mammo-metadata")
-    assert expected["metadata"]["view"] in metadata
+    assert label in classes and label == expected["label"]
+    assert f"{100 * expected['confidence']:.1f} %" in page.inner_text(".mammo-confidence")
+    assert page.is_visible(".mammo-synthetic-warning")
+    assert page.inner_text(".mammo-synthetic-warning").strip() == SYNTHETIC_WARNING
+    assert _above(page, ".mammo-synthetic-warning", ".mammo-label h2")
+    performance = page.inner_text(".mammo-performance")
+    assert "image-level malignant-vs-rest ROC-AUC 0.79 (95 % interval 0.61 to 0.93)" in (
+        performance)
+    assert "Trained on: synthetic" in page.inner_text(".mammo-trained-on")
+    # A scanned film is far larger than any synthetic image: named, as `mammo predict` does.
+    assert expected["out_of_domain"]
+    for difference in expected["out_of_domain"]:
+        assert difference in page.inner_text(".mammo-domain-warning")
+    assert expected["metadata"]["view"] in page.inner_text(".mammo-metadata")
     assert "P_00" not in page.content()
     verdict, preview = _box(page, ".mammo-verdict"), _box(page, ".mammo-preview")
     assert verdict["x"] >= preview["x"] + preview["width"], "desktop: result beside the image"
@@ -219,15 +276,56 @@ def test_upload_real_dicom_bad_file_and_phone_width(page, real_mammograms,
     fake.write_text("plain text, renamed to .dcm\n" * 40)
     _upload(page, fake)
     page.wait_for_selector(".mammo-error .mammo-error-box")
-    error = page.inner_text(".mammo-error")
-    assert "not_a_mammogram.dcm" in error and "Traceback" not in page.content()
+    assert page.locator(".mammo-error-box").count() == 1
+    error = page.inner_text(".mammo-error").strip()
+    assert "not_a_mammogram.dcm" in error and "\n" not in error
+    assert "Traceback" not in page.content()
+
+    _upload(page, film_pgm)
+    _wait_for_source(page, film_pgm.name)
+    assert not page.is_visible(".mammo-error .mammo-error-box")
+    domain = page.inner_text(".mammo-domain-warning")
+    assert "PGM file" in domain and "only on DICOM files" in domain
+    assert "8-bit pixels" in domain
+    assert _above(page, ".mammo-domain-warning", ".mammo-label h2")
+    _screenshot_app(page, SCREENSHOTS / "demo_desktop_film_pgm.png")
 
     _upload(page, dicom)
-    page.wait_for_selector(".mammo-label h2")
+    _wait_for_source(page, dicom.name)
     assert page.inner_text(".mammo-label").strip() == expected["label"]
-    assert not page.is_visible(".mammo-error .mammo-error-box")
+    assert page.is_visible(".mammo-synthetic-warning")
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.wait_for_timeout(300)
     _assert_phone_layout(page, classes, 390)
     _screenshot_app(page, SCREENSHOTS / "demo_phone.png")
+
+
+@pytest.mark.slow
+def test_report_index_is_static_and_shows_its_thumbnails(sync_playwright, smoke_report):
+    """reports/index.html of the smoke run, opened from disk: every request it makes is
+    for a local file, and every thumbnail loads."""
+    _, project = smoke_report
+    index = project / "reports" / "index.html"
+    requests: list[str] = []
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        context.route("**/*", lambda route: route.continue_()
+                      if route.request.url.startswith("file://") else route.abort())
+        page = context.new_page()
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(index.as_uri())
+        page.wait_for_load_state("load")
+        thumbnails = page.locator("img.thumbnail")
+        assert thumbnails.count() >= 2
+        widths = page.evaluate(
+            "Array.from(document.querySelectorAll('img.thumbnail'), i => i.naturalWidth)")
+        assert all(width > 0 for width in widths), widths
+        assert page.locator("table.comparison tr").count() >= 2
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "index.png"), full_page=True)
+        browser.close()
+    external = [url for url in requests if not url.startswith("file://")]
+    assert requests and external == []

@@ -382,9 +382,10 @@ def test_index_html_leads_with_the_image_level(bright_roi_model_dir, roi_project
     write_comparison(run_dir / "metrics")
     (run_dir / "params.yaml").write_text("name: levels\n")
     page = write_index(tmp_path / "reports").read_text()
-    headline = page.index("image_malignant_roc_auc 1.000")
+    headline = page.index("<th>image_malignant_roc_auc</th>")
     assert headline < page.index("breast_malignant_roc_auc") < page.index(
         "patch_malignant_roc_auc")
+    assert "<td>1.000" in page[headline:]
     assert "protocol: official synthetic test split, 6 images, 4 breasts, 3 patients" in page
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -12,6 +13,7 @@ import yaml
 from mammo_utils.cli import main
 from mammo_utils.provenance import data_source_text
 from mammo_utils.report import (
+    TEST_RUN_NAMES,
     ReportError,
     load_params,
     run_report,
@@ -108,11 +110,29 @@ def test_index_lists_runs_with_headline_numbers(project):
     (project / "reports" / "empty").mkdir()
     page = write_index(project / "reports").read_text()
     assert "run4" in page and "empty" not in page
-    assert "accuracy 0.750 [0.600, 0.900]" in page
-    assert "malignant_roc_auc 0.812," not in page and "malignant_roc_auc 0.812</li>" in page
-    assert "ece 0.1" not in page  # no interval: not a headline number
+    assert "<th>accuracy</th><th>malignant_roc_auc</th>" in page
+    assert "<td>0.750 [0.600, 0.900]</td><td>0.812</td>" in page  # no interval: value alone
+    assert "<th>ece</th>" not in page  # no interval: not a headline number
     assert 'href="run4/01_first.html"' in page
     assert "not clinical results" in page
+    assert "alpha: 5" in page and "library versions" in page and "duration " in page
+
+
+def test_index_puts_the_newest_run_first_and_test_runs_last_marked(tmp_path):
+    finished = {"older": "2026-01-01T10:00:00+00:00", "smoke": "2026-03-01T10:00:00+00:00",
+                "newer": "2026-02-01T10:00:00+00:00"}
+    for name, when in finished.items():
+        run_dir = tmp_path / "reports" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "params.yaml").write_text(f"name: {name}\n")
+        (run_dir / "status.json").write_text(json.dumps({"finished": when, "duration_s": 61}))
+    page = write_index(tmp_path / "reports").read_text()
+    assert "duration 1 min 1 s" in page
+    assert page.index("<h2>newer") < page.index("<h2>older") < page.index("<h2>smoke")
+    assert "smoke" in TEST_RUN_NAMES
+    smoke = page[page.index("<h2>smoke"):]
+    assert smoke.startswith('<h2>smoke <span class="marker">test run')
+    assert "test run" not in page[:page.index("<h2>smoke")]
 
 
 def test_failing_notebook_stops_with_name_and_cell(project):
@@ -165,13 +185,12 @@ def test_data_source_text():
 
 
 @pytest.mark.slow
-def test_smoke_report_produces_every_file(tmp_path):
+def test_smoke_report_produces_every_file(smoke_report):
     """`mammo report --params params/smoke.yaml` end to end on the real notebooks."""
+    result, project = smoke_report
     notebooks = sorted((REPO / "notebooks").glob("0[1-6]_*.ipynb"))
     assert len(notebooks) == 6, f"expected notebooks 01-06, found {[p.name for p in notebooks]}"
-    result = run_report(REPO / "params" / "smoke.yaml", "smoke", project_dir=tmp_path,
-                        notebooks_dir=REPO / "notebooks", progress=False)
-    run_dir = tmp_path / "reports" / "smoke"
+    run_dir = project / "reports" / "smoke"
     for notebook in notebooks:
         assert (run_dir / notebook.name).is_file()
         assert (run_dir / notebook.with_suffix(".html").name).is_file()
@@ -182,5 +201,75 @@ def test_smoke_report_produces_every_file(tmp_path):
     assert list(run_dir.glob("metrics/*/predictions.csv"))
     assert list(run_dir.glob("figures/*/confusion_matrix.png"))
     assert list(run_dir.glob("figures/*/roc.png"))
-    assert result.index_html == tmp_path / "reports" / "index.html"
+    assert result.index_html == project / "reports" / "index.html"
     assert "smoke" in result.index_html.read_text()
+    cards = sorted((project / "models" / "smoke").glob("*/model_card.json"))
+    assert cards
+    for card in cards:  # training recorded the range the demo checks uploads against
+        trained = json.loads(card.read_text())["training_range"]
+        assert trained["datasets"] == ["synthetic"] and trained["synthetic"] is True
+        assert trained["formats"] == ["dicom"] and trained["headers_read"] > 0
+        assert trained["breast_rows"] and trained["image_rows"] and trained["views"]
+
+
+#: Text that must never reach a report: TensorFlow/absl/oneDNN start-up lines and the
+#: kernel's own transport warnings.
+NOISE = re.compile(
+    r"oneDNN|absl::|cpu_feature_guard|TensorFlow binary is optimized|"
+    r"cuda_|Unable to register cu|without encryption|IPKernelApp|Debugger warning",
+    re.IGNORECASE,
+)
+
+
+def _output_texts(output) -> list[str]:
+    if output.get("output_type") == "stream":
+        return [output.get("text", "")]
+    if output.get("output_type") == "error":
+        return ["\n".join(output.get("traceback", []))]
+    data = output.get("data", {})
+    return [str(data[key]) for key in ("text/plain", "text/html", "text/markdown") if key in data]
+
+
+@pytest.mark.slow
+def test_smoke_report_outputs_are_free_of_start_up_noise(smoke_report):
+    """Every output of every executed notebook, and every HTML copy: no stderr block,
+    no TensorFlow/absl/oneDNN start-up text, no kernel transport warning."""
+    _, project = smoke_report
+    run_dir = project / "reports" / "smoke"
+    executed = sorted(run_dir.glob("*.ipynb"))
+    assert len(executed) == 6
+    checked = 0
+    for path in executed:
+        notebook = nbformat.read(str(path), as_version=4)
+        for number, cell in enumerate(notebook.cells):
+            for output in cell.get("outputs", []):
+                checked += 1
+                where = f"{path.name} cell {number}"
+                assert output.get("name") != "stderr", f"{where}: {output.get('text', '')[:300]}"
+                for text in _output_texts(output):
+                    assert not NOISE.search(text), f"{where}: {NOISE.search(text).group(0)}"
+    assert checked > 20
+    for page in [*sorted(run_dir.glob("*.html")), project / "reports" / "index.html"]:
+        text = page.read_text()
+        assert not NOISE.search(text), f"{page.name}: {NOISE.search(text).group(0)}"
+        assert "output_stderr" not in text, page.name
+
+
+@pytest.mark.slow
+def test_smoke_index_lists_the_comparison_thumbnails_and_run_facts(smoke_report):
+    _, project = smoke_report
+    page = (project / "reports" / "index.html").read_text()
+    run_dir = project / "reports" / "smoke"
+    models = sorted(p.name for p in (run_dir / "metrics").iterdir() if p.is_dir())
+    assert models
+    assert 'class="comparison"' in page and "<th>image_malignant_roc_auc</th>" in page
+    for model in models:
+        for figure in ("confusion_matrix", "roc"):
+            link = f"smoke/figures/{model}/{figure}.png"
+            assert f'<a href="{link}"><img class="thumbnail" src="{link}"' in page
+            assert (project / "reports" / link).is_file()
+    assert "test run" in page and "synthetic" in page and "protocol: " in page
+    assert "duration " in page and "duration unknown" not in page
+    assert "library versions" in page and "tensorflow" in page
+    assert "parameters" in page and "synth_patients: 24" in page
+    assert "http://" not in page and "https://" not in page

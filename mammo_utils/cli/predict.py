@@ -52,13 +52,16 @@ def _record(path: Path, prediction) -> dict:
         "probabilities": prediction.probabilities,
         "input_kind": prediction.input_kind,
         "warnings": prediction.warnings,
+        "out_of_domain": prediction.out_of_domain,
         "metadata": prediction.metadata,
     }
 
 
 def _line(path: Path, prediction) -> str:
     ranked = ", ".join(f"{name} {p:.1%}" for name, p in prediction.probabilities.items())
-    notes = f"  [{'; '.join(prediction.warnings)}]" if prediction.warnings else ""
+    shown = [*(f"out of domain: {text}" for text in prediction.out_of_domain),
+             *prediction.warnings]
+    notes = f"  [{'; '.join(shown)}]" if shown else ""
     return f"{path}: {prediction.label} ({prediction.confidence:.1%})  {ranked}{notes}"
 
 

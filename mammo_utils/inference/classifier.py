@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
+from mammo_utils.domain import domain_differences
 from mammo_utils.inference.gradcam import GradCam, grad_cam_function
 from mammo_utils.inference.pairing import check_same_breast, order_views, view_facts
 from mammo_utils.inference.scan import (
@@ -69,7 +70,10 @@ class Prediction:
     ``probabilities`` follows the model card's class order; ``heatmap`` is a 2-D float
     map in [0, 1] over ``image`` (the preprocessed breast as displayed: cropped, flipped
     to the chest wall on the left and fitted to the model's canvas); ``metadata`` holds
-    only non-identifying acquisition fields.
+    only non-identifying acquisition fields. ``breast_box`` is the breast's ``x0 y0 x1
+    y1`` in source pixels (``None`` for a crop); ``out_of_domain`` names each way the
+    image differs from the card's ``training_range``
+    (:func:`mammo_utils.domain.domain_differences`), empty when none was found.
     """
 
     label: str
@@ -80,6 +84,8 @@ class Prediction:
     input_kind: str
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    breast_box: tuple[int, int, int, int] | None = None
+    out_of_domain: list[str] = field(default_factory=list)
 
 
 class Classifier:
@@ -186,6 +192,7 @@ class Classifier:
         if metadata.get("view") is None:
             warnings.append("view unknown (no CC/MLO tag): check this is a mammogram")
         kind = self._resolve_kind(input_kind, image, metadata)
+        box = None
         if kind == "crop":
             result = self._predict_crop(image, warnings)
         else:
@@ -193,12 +200,15 @@ class Classifier:
                 canvas, mask, geometry = self.fit_canvas(image)
             except ValueError as exc:
                 raise ImageReadError(label, str(exc)) from None
+            box = tuple(int(v) for v in geometry.box)
             if self.task == "roi":
                 result = self._predict_scan(canvas, mask, geometry, warnings)
             else:
                 result = self._predict_whole(image, canvas, geometry, warnings)
         safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
-        return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe)
+        differences = domain_differences(self.card.get("training_range"), metadata, box)
+        return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe,
+                          breast_box=box, out_of_domain=differences)
 
     def predict_breast(
         self, first: Source, second: Source | None = None, *,

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
+from mammo_utils.inference.exported import OnnxModel, load_onnx
 from mammo_utils.inference.gradcam import GradCam, grad_cam_function
 from mammo_utils.inference.scan import (
     MAX_SCAN_PATCHES,
@@ -50,6 +51,8 @@ SAFE_METADATA_KEYS: tuple[str, ...] = (
 
 #: Longest side of the breast image shown for an image model or a crop.
 DISPLAY_MAX_SIDE = 1024
+#: How the warning of a prediction without a heat map (all zeros) begins.
+NO_HEATMAP = "heat map unavailable"
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class Prediction:
     ``probabilities`` follows the model card's class order; ``heatmap`` is a 2-D float
     map in [0, 1] over ``image`` (the preprocessed breast as displayed: cropped, flipped
     to the chest wall on the left and fitted to the model's canvas); ``metadata`` holds
-    only non-identifying acquisition fields.
+    only non-identifying acquisition fields. ``geometry`` says how the source image was
+    cropped, flipped and fitted to make ``image`` (``None`` for a crop, which is only
+    resized), so the heat map can be laid back onto the source.
     """
 
     label: str
@@ -70,6 +75,12 @@ class Prediction:
     input_kind: str
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    geometry: BreastGeometry | None = None
+
+    @property
+    def has_heatmap(self) -> bool:
+        """Whether ``heatmap`` holds a map (else it is all zeros and a warning says why)."""
+        return not any(warning.startswith(NO_HEATMAP) for warning in self.warnings)
 
 
 class Classifier:
@@ -77,8 +88,10 @@ class Classifier:
 
     Parameters
     ----------
-    model : keras.Model
-        Takes ``float32 [batch, size, size, 1]`` in [0, 1], returns class probabilities.
+    model : keras.Model or OnnxModel
+        Takes ``float32 [batch, size, size, 1]`` in [0, 1], returns class probabilities
+        (``predict_on_batch``). An :class:`~mammo_utils.inference.exported.OnnxModel`
+        runs without TensorFlow and gives no Grad-CAM heat map.
     card : ModelCard or mapping
         The model card (a :class:`~mammo_utils.model_card.ModelCard` or its dict):
         ``classes`` (output order), ``task`` (``roi`` or ``image``), ``image_size`` and,
@@ -143,10 +156,15 @@ class Classifier:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, **options) -> Classifier:
-        """Load ``model.keras`` and ``model_card.json`` from a model directory."""
+        """Load ``model.keras`` and ``model_card.json`` from a model directory, or an
+        exported ``.onnx`` file and its sidecar (ONNX Runtime; TensorFlow is not imported)."""
+        path = Path(model_dir)
+        if path.suffix == ".onnx":
+            model, card = load_onnx(path)
+            return cls(model, card, **options)
         from mammo_utils.model_card import load_model_dir
 
-        model, card = load_model_dir(Path(model_dir))
+        model, card = load_model_dir(path)
         return cls(model, card, **options)
 
     # ------------------------------------------------------------------ public API
@@ -177,6 +195,7 @@ class Classifier:
             else:
                 result = self._predict_whole(image, canvas, geometry, warnings)
         safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
+        result.setdefault("geometry", None)
         return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe)
 
     @property
@@ -222,7 +241,10 @@ class Classifier:
     @cached_property
     def grad_cam(self) -> GradCam | None:
         """This model's Grad-CAM function, built on first use (``None`` when it has no
-        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`)."""
+        convolution to tap, or for an ONNX model, whose gradients Keras cannot reach; see
+        :func:`~mammo_utils.inference.gradcam.grad_cam_function`)."""
+        if isinstance(self.model, OnnxModel):
+            return None
         return grad_cam_function(self.model, self.image_size)
 
     # ------------------------------------------------------------------ input kinds
@@ -266,8 +288,9 @@ class Classifier:
         if note:
             warnings.append(note)
         side = max(size, min(DISPLAY_MAX_SIDE, max(crop.shape)))
-        display, _, _ = fit_to_shape(crop, (side, side), mirror=geometry.flipped)
-        return self._single_pass(model_input, display, warnings)
+        display, pad_top, scale = fit_to_shape(crop, (side, side), mirror=geometry.flipped)
+        shown = dataclasses.replace(geometry, shape=(side, side), pad_top=pad_top, scale=scale)
+        return {**self._single_pass(model_input, display, warnings), "geometry": shown}
 
     def _single_pass(self, model_input: np.ndarray, display: np.ndarray, warnings) -> dict:
         """One forward pass with a Grad-CAM map of the winning class."""
@@ -276,7 +299,11 @@ class Classifier:
         if cam is None:
             probabilities = self.forward(batch)[0]
             heatmap = np.zeros(display.shape, dtype=np.float32)
-            warnings.append("heat map unavailable: no convolution layer could be tapped")
+            warnings.append(
+                f"{NO_HEATMAP}: Grad-CAM needs the Keras model (model.keras), not an ONNX "
+                "export" if isinstance(self.model, OnnxModel)
+                else f"{NO_HEATMAP}: no convolution layer could be tapped"
+            )
         else:
             probabilities, small_map = cam(batch)
             heatmap = cv2.resize(small_map, display.shape[::-1], interpolation=cv2.INTER_LINEAR)
@@ -312,8 +339,8 @@ class Classifier:
         if scan.used_all:
             warnings.append("no patch lies mostly on breast tissue: every patch was scanned")
         vector = scan.probabilities[self.rule.decisive_patch(scan.probabilities)]
-        return self._outcome(vector, self.rule.suspicion(scan.class_maps), canvas, warnings,
-                             "no patch reached")
+        return {**self._outcome(vector, self.rule.suspicion(scan.class_maps), canvas, warnings,
+                                "no patch reached"), "geometry": geometry}
 
 
 def as_trained(image: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ import cv2
 import highdicom as hd
 import numpy as np
 import pydicom
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
@@ -229,6 +230,9 @@ def measurement_report(dataset: pydicom.Dataset, prediction,
         series_number=SR_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description=f"AI classification: {identity.name}"[:64],
+        coding_schemes=[CodingSchemeIdentificationItem(
+            CODING_SCHEME, name="mammo-utils class names", responsible_organization=MANUFACTURER,
+        )],
     )
 
 

@@ -182,6 +182,47 @@ def _litert_input(runner) -> str:
     return name
 
 
+def fold_captured_constants(path: Path, model) -> None:
+    """Give back to an ONNX file the constants tf2onnx made graph inputs.
+
+    Keras' ONNX export (tf2onnx ``from_function``) turns every tensor the traced model
+    captures that is not a variable into an extra graph input: here the mean and
+    variance of a backbone's ``Normalization`` layer, which ONNX Runtime then demands.
+    The same model traced again captures the same tensors in the same order; each extra
+    input becomes an initializer holding its value (shapes checked; parity checks the
+    rest), or is dropped when no node reads it.
+    """
+    import onnx
+    import tensorflow as tf
+
+    proto = onnx.load(str(path))
+    extra = list(proto.graph.input)[1:]
+    if not extra:
+        return
+    size = model.input_shape[1]
+    spec = tf.TensorSpec((None, size, size, 1), tf.float32)
+    traced = tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
+    constants = [value for value, _ in traced.graph.captures if value.dtype != tf.resource]
+    if len(constants) != len(extra):
+        raise RuntimeError(f"{path}: the ONNX graph has {len(extra)} inputs besides the "
+                           f"image but the model captures {len(constants)} constants")
+    read = {name for node in proto.graph.node for name in node.input}
+    for graph_input, value in zip(extra, constants, strict=True):
+        proto.graph.input.remove(graph_input)
+        if graph_input.name not in read:
+            continue
+        array = value.numpy()
+        declared = tuple(dim.dim_value or None
+                         for dim in graph_input.type.tensor_type.shape.dim)
+        if len(declared) != array.ndim or any(
+                side not in (None, actual) for side, actual in zip(declared, array.shape,
+                                                                   strict=True)):
+            raise RuntimeError(f"{path}: input {graph_input.name} {declared} does not fit "
+                               f"the captured constant of shape {array.shape}")
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(array, graph_input.name))
+    onnx.save(proto, str(path))
+
+
 def export_model(
     model_dir: str | Path,
     fmt: str,
@@ -210,6 +251,8 @@ def export_model(
         staged = Path(scratch) / (out.name if suffix else "savedmodel")
         model.export(str(staged), format="tf_saved_model" if fmt == "savedmodel" else fmt,
                      verbose=False)
+        if fmt == "onnx":
+            fold_captured_constants(staged, model)
         got = _batched(lambda batch: run_exported(staged, fmt, batch), inputs)
         difference = float(np.max(np.abs(got - expected)))
         if not difference <= tolerance:

@@ -176,3 +176,22 @@ def test_onnx_image_model_says_grad_cam_needs_keras(cnn_image_model_dir, breast_
     assert any(w.startswith(NO_HEATMAP) and "Grad-CAM needs the Keras model" in w
                for w in onnx_prediction.warnings)
     assert not onnx_prediction.heatmap.any()
+
+
+def test_onnx_export_keeps_constants_a_layer_holds(breast_png, tmp_path):
+    """A backbone model's Normalization layer holds its mean and variance as tensors, not
+    variables; tf2onnx makes them graph inputs, and the export gives them back."""
+    import keras
+    from fixtures_inference import PATCH, write_model_dir
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((PATCH, PATCH, 1), name="image")
+    x = keras.layers.Normalization(mean=0.4, variance=0.09)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    folder = write_model_dir(tmp_path / "normalized", model, task="image")
+    result = export_model(folder, "onnx", check_images=[breast_png])
+    assert result.path == folder / "model.onnx" and result.max_abs_diff <= PARITY_TOLERANCE
+    (image_input,) = Classifier.from_dir(result.path).model.session.get_inputs()
+    assert image_input.name == "image"

@@ -146,19 +146,23 @@ def parity_inputs(model, card: ModelCard, images: Sequence = ()) -> np.ndarray:
     return inputs
 
 
-def run_exported(path: str | Path, fmt: str, batch: np.ndarray) -> np.ndarray:
-    """Class probabilities of an exported model for ``batch``, in its own runtime."""
-    batch = np.ascontiguousarray(batch, dtype=np.float32)
+def exported_forward(path: str | Path, fmt: str):
+    """``batch -> class probabilities`` of an exported model, in its own runtime: ONNX
+    Runtime, the LiteRT interpreter, or TensorFlow for a SavedModel."""
     _suffix(fmt)
     if fmt == "onnx":
-        return OnnxModel(path).predict_on_batch(batch)
+        return OnnxModel(path).predict_on_batch
     if fmt == "litert":
-        return litert_runner(path)(batch)
+        return litert_runner(path)
     import tensorflow as tf
 
     served = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (output,) = served(tf.constant(batch)).values()
-    return output.numpy()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        (output,) = served(tf.constant(batch, dtype=tf.float32)).values()
+        return output.numpy()
+
+    return run
 
 
 def litert_runner(path: str | Path):
@@ -170,16 +174,13 @@ def litert_runner(path: str | Path):
                            "(pip install 'mammo-utils[export]')") from None
     runner = Interpreter(model_path=str(path)).get_signature_runner()
 
+    (name,) = runner.get_input_details()
+
     def run(batch: np.ndarray) -> np.ndarray:
-        (output,) = runner(**{_litert_input(runner): batch}).values()
+        (output,) = runner(**{name: np.ascontiguousarray(batch, dtype=np.float32)}).values()
         return output
 
     return run
-
-
-def _litert_input(runner) -> str:
-    (name,) = runner.get_input_details()
-    return name
 
 
 def fold_captured_constants(path: Path, model) -> None:
@@ -253,7 +254,7 @@ def export_model(
                      verbose=False)
         if fmt == "onnx":
             fold_captured_constants(staged, model)
-        got = _batched(lambda batch: run_exported(staged, fmt, batch), inputs)
+        got = _batched(exported_forward(staged, fmt), inputs)
         difference = float(np.max(np.abs(got - expected)))
         if not difference <= tolerance:
             raise ExportParityError(

@@ -107,9 +107,9 @@ np.save("out.npy", out)
 @pytest.mark.slow
 def test_export_fails_above_the_tolerance_and_writes_nothing(
         permuted_known_answer_model, tmp_path, monkeypatch):
-    run = exporting.run_exported
-    monkeypatch.setattr(exporting, "run_exported",
-                        lambda path, fmt, batch: run(path, fmt, batch) + 1e-3)
+    forward = exporting.exported_forward
+    monkeypatch.setattr(exporting, "exported_forward",
+                        lambda path, fmt: lambda batch: forward(path, fmt)(batch) + 1e-3)
     out = tmp_path / "model_savedmodel"
     with pytest.raises(ExportParityError, match=r"differs from model.keras by up to 0.001"):
         export_model(permuted_known_answer_model.model_dir, "savedmodel", out)

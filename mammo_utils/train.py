@@ -135,6 +135,13 @@ def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None
     )
 
 
+def _save_portable(model: keras.Model, path: Path) -> None:
+    """Save ``model`` compiled with built-in objects only (its optimizer and loss, accuracy),
+    so plain Keras loads the file without mammo_utils: :class:`SparseAUC` served training."""
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
+    model.save(path)
+
+
 def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint) -> list:
     """Early stopping and learning-rate halving on validation loss, the shared best-weights
     checkpoint, the CSV log (appended across stages) and, if asked, TensorBoard."""
@@ -245,7 +252,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
 
     history = pd.read_csv(out_dir / HISTORY_FILE)
     best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"]) + 1
-    model.save(out_dir / MODEL_FILE)
+    validation_metrics = _validation_metrics(model, val_data, val_labels, classes)
+    _save_portable(model, out_dir / MODEL_FILE)
     card = ModelCard(
         model_name=model_name or out_dir.name,
         architecture=config.architecture,
@@ -277,7 +285,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
             "training_time_s": round(time.perf_counter() - started, 2),
         },
         best_epoch=best_epoch,
-        validation_metrics=_validation_metrics(model, val_data, val_labels, classes),
+        validation_metrics=validation_metrics,
         training_range=training_range(manifest.frame, data_dir),
         parameter_count=models.parameter_count(model),
         seed=config.seed,

@@ -2,7 +2,10 @@
 
 One line (or, with ``--json``, one JSON object) per file. A file that cannot be read
 gets an error line naming it and the reason; the other files are still predicted and
-the exit status is 1.
+the exit status is 1. ``--model`` also takes an exported ``.onnx`` file (its sidecar
+beside it), run by ONNX Runtime without TensorFlow. ``--dicom-out DIR`` writes, for each
+DICOM input, a TID 1500 Structured Report and the heat map as a fractional
+Segmentation (see :mod:`mammo_utils.dicom_output`).
 
 A two-view (``breast``) model classifies one breast: ``mammo predict CC.dcm MLO.dcm
 --model DIR`` prints one line for the pair. Two files of different patients or sides
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mammo_utils.cli._ranges import integer, number
@@ -29,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="images to classify (a two-view model: the CC and MLO of "
                         "one breast)")
     parser.add_argument("--model", required=True, type=Path, metavar="DIR",
-                        help="model directory (model.keras + model_card.json)")
+                        help="model directory (model.keras + model_card.json), or an "
+                        "exported .onnx file with its sidecar (runs without TensorFlow)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per file instead of a line of text")
     parser.add_argument("--input-kind", choices=("auto", "mammogram", "crop"), default="auto",
@@ -42,9 +47,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=number(0, 1), default=None,
                         help="smallest probability a non-normal label needs; below it the "
                         "image is called NORMAL with a warning (default: none, the top class)")
+    parser.add_argument("--dicom-out", type=Path, default=None, metavar="DIR",
+                        help="for each DICOM input, write a Structured Report (TID 1500) and "
+                        "the heat map (fractional Segmentation) into DIR")
 
 
-def _record(path: Path, prediction) -> dict:
+def _record(path: Path, prediction, written: Sequence[Path] = ()) -> dict:
     return {
         "file": str(path),
         "label": prediction.label,
@@ -54,15 +62,34 @@ def _record(path: Path, prediction) -> dict:
         "warnings": prediction.warnings,
         "out_of_domain": prediction.out_of_domain,
         "metadata": prediction.metadata,
+        **({"dicom_outputs": [str(item) for item in written]} if written else {}),
     }
 
 
-def _line(path: Path, prediction) -> str:
+def _line(path: Path, prediction, written: Sequence[Path] = ()) -> str:
     ranked = ", ".join(f"{name} {p:.1%}" for name, p in prediction.probabilities.items())
     shown = [*(f"out of domain: {text}" for text in prediction.out_of_domain),
              *prediction.warnings]
     notes = f"  [{'; '.join(shown)}]" if shown else ""
-    return f"{path}: {prediction.label} ({prediction.confidence:.1%})  {ranked}{notes}"
+    wrote = f"  wrote {', '.join(str(item) for item in written)}" if written else ""
+    return f"{path}: {prediction.label} ({prediction.confidence:.1%})  {ranked}{notes}{wrote}"
+
+
+def _dicom_writer(args: argparse.Namespace, classifier):
+    """``path, prediction -> written files`` for ``--dicom-out``, else ``None``."""
+    if args.dicom_out is None:
+        return None
+    from mammo_utils.dicom_output import ModelIdentity, write_dicom_outputs
+    from mammo_utils.inference import OnnxModel
+
+    runtime = "onnxruntime" if isinstance(classifier.model, OnnxModel) else "keras"
+    identity = ModelIdentity.from_card(classifier.card, runtime=runtime)
+
+    def write(path: Path, prediction) -> list[Path]:
+        outputs = write_dicom_outputs(path, prediction, identity, args.dicom_out)
+        return [item for item in (outputs.report, outputs.heatmap) if item is not None]
+
+    return write
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,11 +101,17 @@ def run(args: argparse.Namespace) -> int:
         args.model, stride=args.stride, threshold=args.threshold, **limits
     )
     if classifier.task == "breast":
+        if args.dicom_out is not None:
+            print("mammo predict: error: --dicom-out writes outputs for one image; a "
+                  "two-view (breast) model's prediction covers two", file=sys.stderr)
+            return 1
         return _run_breast(classifier, args)
+    write_dicom = _dicom_writer(args, classifier)
     failed = 0
     for path in args.files:
         try:
             prediction = classifier.predict(path, input_kind=args.input_kind)
+            written = write_dicom(path, prediction) if write_dicom else []
         except (ImageReadError, OSError, ValueError) as exc:
             failed += 1
             reason = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
@@ -87,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"mammo predict: error: {reason}", file=sys.stderr, flush=True)
             continue
-        text = json.dumps(_record(path, prediction)) if args.json else _line(path, prediction)
+        text = (json.dumps(_record(path, prediction, written)) if args.json
+                else _line(path, prediction, written))
         print(text, flush=True)
     if failed:
         print(f"{failed} of {len(args.files)} files failed", file=sys.stderr)

@@ -14,16 +14,26 @@ and non-identifying metadata. One job per module:
 ``gradcam``        Grad-CAM heat maps from the last convolution (public Keras API only),
                    one per view for a two-view model
 ``pairing``        whether two files are the CC and MLO of one breast (patient, side)
+``exported``       the sidecar of an exported model, and :class:`OnnxModel` (ONNX Runtime)
 =================  ==================================================================
 """
 
 from mammo_utils.inference.classifier import (
     DISPLAY_MAX_SIDE,
     INPUT_KINDS,
+    NO_HEATMAP,
     SAFE_METADATA_KEYS,
     Classifier,
     Prediction,
     as_trained,
+)
+from mammo_utils.inference.exported import (
+    SIDECAR_SUFFIX,
+    ExportedModelError,
+    OnnxModel,
+    load_onnx,
+    read_sidecar,
+    sidecar_path,
 )
 from mammo_utils.inference.gradcam import grad_cam_function, last_convolution_layer
 from mammo_utils.inference.pairing import BreastMismatchError
@@ -43,8 +53,12 @@ __all__ = [
     "DISPLAY_MAX_SIDE",
     "INPUT_KINDS",
     "MAX_SCAN_PATCHES",
+    "NO_HEATMAP",
     "SAFE_METADATA_KEYS",
+    "SIDECAR_SUFFIX",
     "Classifier",
+    "ExportedModelError",
+    "OnnxModel",
     "PatchScan",
     "Prediction",
     "Verdict",
@@ -52,9 +66,12 @@ __all__ = [
     "as_trained",
     "grad_cam_function",
     "last_convolution_layer",
+    "load_onnx",
     "load_source",
     "patch_corners",
     "scan_patch_count",
+    "read_sidecar",
     "scan_patches",
+    "sidecar_path",
     "upload_content",
 ]

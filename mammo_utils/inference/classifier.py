@@ -36,6 +36,7 @@ import numpy as np
 
 from mammo_utils.breast import BreastGeometry, fit_to_shape, prepare_and_fit
 from mammo_utils.domain import domain_differences
+from mammo_utils.inference.exported import OnnxModel, load_onnx
 from mammo_utils.inference.gradcam import GradCam, grad_cam_function
 from mammo_utils.inference.pairing import check_same_breast, order_views, view_facts
 from mammo_utils.inference.scan import (
@@ -61,6 +62,8 @@ SAFE_METADATA_KEYS: tuple[str, ...] = (
 DISPLAY_MAX_SIDE = 1024
 #: Tasks a classifier serves: patches scanned, whole images, or breasts (two views).
 TASKS: tuple[str, ...] = ("roi", "image", "breast")
+#: How the warning of a prediction without a heat map (all zeros) begins.
+NO_HEATMAP = "heat map unavailable"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class Prediction:
     y1`` in source pixels (``None`` for a crop); ``out_of_domain`` names each way the
     image differs from the card's ``training_range``
     (:func:`mammo_utils.domain.domain_differences`), empty when none was found.
+    ``geometry`` says how the source image was cropped, flipped and fitted to make
+    ``image`` (``None`` for a crop, which is only resized), so the heat map can be laid
+    back onto the source.
     """
 
     label: str
@@ -86,6 +92,12 @@ class Prediction:
     metadata: dict[str, Any] = field(default_factory=dict)
     breast_box: tuple[int, int, int, int] | None = None
     out_of_domain: list[str] = field(default_factory=list)
+    geometry: BreastGeometry | None = None
+
+    @property
+    def has_heatmap(self) -> bool:
+        """Whether ``heatmap`` holds a map (else it is all zeros and a warning says why)."""
+        return not any(warning.startswith(NO_HEATMAP) for warning in self.warnings)
 
 
 class Classifier:
@@ -93,8 +105,10 @@ class Classifier:
 
     Parameters
     ----------
-    model : keras.Model
-        Takes ``float32 [batch, size, size, 1]`` in [0, 1], returns class probabilities.
+    model : keras.Model or OnnxModel
+        Takes ``float32 [batch, size, size, 1]`` in [0, 1], returns class probabilities
+        (``predict_on_batch``). An :class:`~mammo_utils.inference.exported.OnnxModel`
+        runs without TensorFlow and gives no Grad-CAM heat map.
     card : ModelCard or mapping
         The model card (a :class:`~mammo_utils.model_card.ModelCard` or its dict):
         ``classes`` (output order), ``task`` (``roi`` or ``image``), ``image_size`` and,
@@ -167,10 +181,15 @@ class Classifier:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, **options) -> Classifier:
-        """Load ``model.keras`` and ``model_card.json`` from a model directory."""
+        """Load ``model.keras`` and ``model_card.json`` from a model directory, or an
+        exported ``.onnx`` file and its sidecar (ONNX Runtime; TensorFlow is not imported)."""
+        path = Path(model_dir)
+        if path.suffix == ".onnx":
+            model, card = load_onnx(path)
+            return cls(model, card, **options)
         from mammo_utils.model_card import load_model_dir
 
-        model, card = load_model_dir(Path(model_dir))
+        model, card = load_model_dir(path)
         return cls(model, card, **options)
 
     # ------------------------------------------------------------------ public API
@@ -207,6 +226,7 @@ class Classifier:
                 result = self._predict_whole(image, canvas, geometry, warnings)
         safe = {key: metadata.get(key) for key in SAFE_METADATA_KEYS if key in metadata}
         differences = domain_differences(self.card.get("training_range"), metadata, box)
+        result.setdefault("geometry", None)
         return Prediction(**result, input_kind=kind, warnings=warnings, metadata=safe,
                           breast_box=box, out_of_domain=differences)
 
@@ -320,8 +340,11 @@ class Classifier:
     @cached_property
     def grad_cam(self) -> GradCam | None:
         """This model's Grad-CAM function, built on first use (``None`` when it has no
-        convolution to tap; see :func:`~mammo_utils.inference.gradcam.grad_cam_function`;
+        convolution to tap, or for an ONNX model, whose gradients Keras cannot reach; see
+        :func:`~mammo_utils.inference.gradcam.grad_cam_function`;
         a two-view model's gives one map per view)."""
+        if isinstance(self.model, OnnxModel):
+            return None
         return grad_cam_function(self.model, self.image_size)
 
     # ------------------------------------------------------------------ input kinds
@@ -365,8 +388,9 @@ class Classifier:
         if note:
             warnings.append(note)
         side = max(size, min(DISPLAY_MAX_SIDE, max(crop.shape)))
-        display, _, _ = fit_to_shape(crop, (side, side), mirror=geometry.flipped)
-        return self._single_pass(model_input, display, warnings)
+        display, pad_top, scale = fit_to_shape(crop, (side, side), mirror=geometry.flipped)
+        shown = dataclasses.replace(geometry, shape=(side, side), pad_top=pad_top, scale=scale)
+        return {**self._single_pass(model_input, display, warnings), "geometry": shown}
 
     def _single_pass(self, model_input: np.ndarray, display: np.ndarray, warnings) -> dict:
         """One forward pass with a Grad-CAM map of the winning class."""
@@ -375,7 +399,11 @@ class Classifier:
         if cam is None:
             probabilities = self.forward(batch)[0]
             heatmap = np.zeros(display.shape, dtype=np.float32)
-            warnings.append("heat map unavailable: no convolution layer could be tapped")
+            warnings.append(
+                f"{NO_HEATMAP}: Grad-CAM needs the Keras model (model.keras), not an ONNX "
+                "export" if isinstance(self.model, OnnxModel)
+                else f"{NO_HEATMAP}: no convolution layer could be tapped"
+            )
         else:
             probabilities, small_map = cam(batch)
             heatmap = cv2.resize(small_map, display.shape[::-1], interpolation=cv2.INTER_LINEAR)
@@ -411,8 +439,8 @@ class Classifier:
         if scan.used_all:
             warnings.append("no patch lies mostly on breast tissue: every patch was scanned")
         vector = scan.probabilities[self.rule.decisive_patch(scan.probabilities)]
-        return self._outcome(vector, self.rule.suspicion(scan.class_maps), canvas, warnings,
-                             "no patch reached")
+        return {**self._outcome(vector, self.rule.suspicion(scan.class_maps), canvas, warnings,
+                                "no patch reached"), "geometry": geometry}
 
 
 def as_trained(image: np.ndarray) -> np.ndarray:

@@ -67,6 +67,16 @@ def _breast_sides(crop_boxes: pd.Series) -> tuple[list[int], list[int]]:
     return heights, widths
 
 
+def _one_row_per_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows with an ``image_id`` column: as they are, or for a ``breast``
+    manifest (``cc_image_id``, ``mlo_image_id``) one row per view of each breast."""
+    if "image_id" in rows:
+        return rows
+    view_columns = [column for column in rows if column.endswith("_image_id")]
+    return pd.concat([rows.assign(image_id=rows[column]) for column in view_columns],
+                     ignore_index=True)
+
+
 def _index_rows(data_dir: Path) -> pd.DataFrame | None:
     """The ingest index the folder was made from, when it is where the workspace puts
     it and unchanged since preprocessing (its sha256 matches ``index_sha256``)."""
@@ -107,7 +117,7 @@ def training_range(manifest: pd.DataFrame, data_dir: str | Path,
     (the index's view, else the header's). A facet that could not be read is ``None``
     and is not checked later.
     """
-    rows = manifest[manifest["split"] == split]
+    rows = _one_row_per_view(manifest[manifest["split"] == split])
     images = rows.drop_duplicates("image_id")
     datasets = _sorted_set(rows["dataset"]) if "dataset" in rows else []
     heights, widths = _breast_sides(images["crop_box"]) if "crop_box" in images else ([], [])

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 import yaml
 
+from mammo_utils import tracking
 from mammo_utils.cli import main
 from mammo_utils.provenance import data_source_text
 from mammo_utils.report import (
@@ -165,8 +166,9 @@ def test_data_source_text():
 
 
 @pytest.mark.slow
-def test_smoke_report_produces_every_file(tmp_path):
+def test_smoke_report_produces_every_file(tmp_path, monkeypatch):
     """`mammo report --params params/smoke.yaml` end to end on the real notebooks."""
+    monkeypatch.setenv(tracking.SWITCH_VARIABLE, "on")  # into the session's throwaway store
     notebooks = sorted((REPO / "notebooks").glob("0[1-6]_*.ipynb"))
     assert len(notebooks) == 6, f"expected notebooks 01-06, found {[p.name for p in notebooks]}"
     result = run_report(REPO / "params" / "smoke.yaml", "smoke", project_dir=tmp_path,
@@ -184,3 +186,11 @@ def test_smoke_report_produces_every_file(tmp_path):
     assert list(run_dir.glob("figures/*/roc.png"))
     assert result.index_html == tmp_path / "reports" / "index.html"
     assert "smoke" in result.index_html.read_text()
+    # The report is an MLflow run (in the session's throwaway store, tests/conftest.py)
+    # with the trainings of 03 and 04 and the evaluations of 05 as its children.
+    runs = tracking.read_runs_file(run_dir)
+    kinds = sorted(child["kind"] for child in runs["children"])
+    assert kinds == ["evaluation", "evaluation", "training", "training"], runs
+    assert all(child["status"] == "FINISHED" for child in runs["children"])
+    assert runs["parent_run_id"] in result.index_html.read_text()
+    assert not (tmp_path / "reports" / "mlflow").exists()  # not the project's own store

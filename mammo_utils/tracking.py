@@ -51,6 +51,9 @@ MODEL_ARTIFACT = "model"
 PARENT_TAG = "mlflow.parentRunId"
 #: The tag MLflow's UI shows as the source version.
 COMMIT_TAG = "mlflow.source.git.commit"
+#: The experiment tag that makes MLflow's UI open an experiment on its runs (model
+#: training) rather than on GenAI traces.
+EXPERIMENT_KIND_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 _OFF = {"off", "0", "false", "no"}
 _MAX_PARAMS_PER_CALL = 100
@@ -213,16 +216,6 @@ class TrackedRun:
             for start in range(0, len(flat), _MAX_PARAMS_PER_CALL):
                 self.client.log_batch(self.run_id, params=flat[start:start + _MAX_PARAMS_PER_CALL])
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set tags (their values as text)."""
-        if not self.active:
-            return
-        from mlflow.entities import RunTag
-
-        with self._guard("set tags"):
-            self.client.log_batch(self.run_id,
-                                  tags=[RunTag(key, str(value)) for key, value in tags.items()])
-
     def log_metrics(self, metrics: Mapping[str, Any], step: int = 0) -> None:
         """Log the finite numbers of ``metrics`` at ``step``; others (``None``, text) are
         left out."""
@@ -293,11 +286,6 @@ class TrackedRun:
         with self._guard("close the run"):
             self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
 
-    @property
-    def model_uri(self) -> str | None:
-        """``runs:/<id>/model``, the address ``mlflow.keras.load_model`` takes."""
-        return f"runs:/{self.run_id}/{MODEL_ARTIFACT}" if self.active else None
-
 
 def _experiment_id(client, name: str, database: Path | None) -> str:
     """The id of experiment ``name``, created if missing (a SQLite store's artifacts go
@@ -307,7 +295,8 @@ def _experiment_id(client, name: str, database: Path | None) -> str:
         return found.experiment_id
     location = (database.parent / ARTIFACTS_DIR).as_uri() if database is not None else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags=EXPERIMENT_KIND_TAGS)
     except Exception:  # another process created it meanwhile
         found = client.get_experiment_by_name(name)
         if found is None:

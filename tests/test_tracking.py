@@ -76,6 +76,8 @@ def test_run_folders_name_their_project_and_experiment(tmp_path):
     assert tracking.experiment_of(tmp_path / "elsewhere") == "elsewhere"
 
 
+# pyfunc hands Keras the batch as a one-element list; Keras says so and predicts alike.
+@pytest.mark.filterwarnings("ignore:The structure of `inputs` doesn't match")
 def test_training_records_params_epochs_tags_artifacts_and_the_model(tracked_training,
                                                                       tiny_roi_data):
     import mlflow.keras
@@ -85,6 +87,8 @@ def test_training_records_params_epochs_tags_artifacts_and_the_model(tracked_tra
 
     run = _only_run("tracked", "training")
     assert run.info.status == "FINISHED" and run.info.run_name == "baseline"
+    experiment = _client().get_experiment(run.info.experiment_id)
+    assert experiment.tags.items() >= tracking.EXPERIMENT_KIND_TAGS.items()  # UI: runs first
     params = run.data.params
     assert params["training.epochs"] == "2" and params["training.architecture"] == "baseline"
     assert params["training.seed"] == "0" and params["preprocessing.size"] == "32"

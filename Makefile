@@ -11,7 +11,7 @@ DEMO_PORT ?= 8866
 # Keep TensorFlow's start-up messages out of test logs and executed notebooks.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup reports test lint bench demo clean
+.PHONY: setup reports test lint bench demo ui clean
 
 setup: $(STAMP)
 
@@ -32,11 +32,14 @@ lint: setup
 
 # The unit and integration tests, then every notebook under nbval (run from notebooks/,
 # on its own defaults, in order, so each reuses what the previous one wrote).
+# The notebooks' MLflow runs go to a throwaway store (tests/conftest.py does the same for
+# the tests), never to the project's reports/mlflow/mlflow.db.
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS) tests
-	cd notebooks && ../$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(PYTEST_ARGS) \
+	store=$$(mktemp -d) && cd notebooks && MLFLOW_TRACKING_URI=sqlite:///$$store/mlflow.db \
+		../$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax $(PYTEST_ARGS) \
 		01_ingest.ipynb 02_preprocess.ipynb 03_baseline_cnn.ipynb 04_transfer_learning.ipynb \
-		05_evaluation.ipynb 06_interactive_demo.ipynb
+		05_evaluation.ipynb 06_interactive_demo.ipynb; status=$$?; rm -rf $$store; exit $$status
 
 bench: setup
 	$(BIN)/python -m benchmarks
@@ -47,6 +50,11 @@ demo: setup
 	MAMMO_DEMO_MODEL_DIR=$(MODEL) $(BIN)/voila app/demo.ipynb --no-browser --port=$(DEMO_PORT) \
 		--Voila.ip=127.0.0.1 \
 		--Voila.tornado_settings="{'websocket_max_message_size': 209715200}"
+
+# The MLflow UI over the project's runs (reports/mlflow/mlflow.db, or MLFLOW_TRACKING_URI).
+UI_PORT ?= 5000
+ui: setup
+	$(BIN)/mammo ui --port $(UI_PORT)
 
 # Removes the environment and everything the project generated (synthetic data, ingest and
 # preprocess outputs, models, reports). Downloads in data/raw/ other than the synthetic

@@ -50,7 +50,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from mammo_utils import external, figures, levels
+from mammo_utils import external, figures, levels, tracking
 from mammo_utils.classes import UnknownLabelError, map_label, scheme_classes
 from mammo_utils.files import sha256_file
 from mammo_utils.ingest import INDEX_FILE
@@ -491,7 +491,8 @@ def evaluate_model(
     ``metrics.json`` holds the manifest's level at its top level, as before, with
     ``level`` naming it, and ``levels``: for each of :data:`~mammo_utils.levels.LEVELS`
     either its full metric set (with its counts and rules) or ``not_applicable`` and
-    the reason.
+    the reason. The evaluation is also one MLflow run (:mod:`mammo_utils.tracking`) with
+    every computed level's final metrics.
     """
     from mammo_utils import pipeline
     from mammo_utils.model_card import HISTORY_FILE, load_model_dir
@@ -601,6 +602,12 @@ def evaluate_model(
             paths.update(_headline_figures(
                 tables["image"], sections["image"], classes, figures_dir,
                 f"{card.model_name} (image level, {aggregation_label})", prefix="image_"))
+    tracking.record_evaluation(
+        metrics, [metrics_dir, figures_dir], out_dir,
+        {"split": split, "n_bootstrap": n_bootstrap, "seed": seed, "aggregation": aggregation,
+         "top_k": top_k, "breast_rule": breast_rule, "model_dir": str(model_dir.resolve()),
+         "data_dir": str(Path(data_dir).resolve())},
+        sorted(rows["dataset"].astype(str).unique()) if "dataset" in rows else [])
     return EvaluationResult(
         model_name=card.model_name,
         metrics=metrics,

@@ -9,6 +9,7 @@ absolute path, and writes ``reports/<name>/``::
     params.yaml               the parameters of the run
     versions.json             library versions
     status.json               which notebooks ran, and the failure if one failed
+    mlflow_runs.json          the report's MLflow run and its children (mammo_utils.tracking)
     figures/  metrics/        written by the notebooks themselves (Workspace paths)
 
 and then rewrites ``reports/index.html``, which lists every run with its headline
@@ -41,6 +42,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mammo_utils import tracking
 from mammo_utils.comparison import COMPARISON_FILE
 from mammo_utils.provenance import data_source_text
 from mammo_utils.versions import library_versions
@@ -74,16 +76,22 @@ def load_params(path: str | Path) -> dict[str, Any]:
         raise ReportError(f"{path}: cannot read parameters: {err}") from err
     if not isinstance(params, dict):
         raise ReportError(f"{path}: parameters must be a mapping, got {type(params).__name__}")
-    unknown = sorted(set(params) - {"name", "common", "notebooks"})
+    unknown = sorted(set(params) - {"name", "common", "notebooks", "tracking"})
     if unknown:
-        raise ReportError(f"{path}: unknown top-level keys {unknown}; use name, common, notebooks")
+        raise ReportError(f"{path}: unknown top-level keys {unknown}; use name, common, "
+                          "notebooks, tracking")
     for key in ("common", "notebooks"):
         if not isinstance(params.get(key) or {}, dict):
             raise ReportError(f"{path}: `{key}` must be a mapping")
+    try:
+        tracking_settings = tracking.check_settings(params.get("tracking"), str(path))
+    except ValueError as err:
+        raise ReportError(str(err)) from err
     return {
         "name": params.get("name"),
         "common": dict(params.get("common") or {}),
         "notebooks": {k: dict(v or {}) for k, v in (params.get("notebooks") or {}).items()},
+        "tracking": tracking_settings,
     }
 
 
@@ -218,31 +226,35 @@ def run_report(
     for problem in problems:
         warnings.warn(problem, UserWarning, stacklevel=2)
     result = ReportResult(name=name, run_dir=run_dir, warnings=problems)
-    bar = tqdm(notebooks, desc="report", unit="notebook", disable=not progress)
-    for notebook in bar:
-        bar.set_description(f"report: {notebook.stem}")
-        executed = run_dir / notebook.name
-        try:
-            papermill.execute_notebook(
-                str(notebook),
-                str(executed),
-                parameters=plan[notebook.name],
-                kernel_name=kernel_name,
-                cwd=str(notebooks_dir),
-                progress_bar=progress,
-                extra_arguments=list(KERNEL_ARGUMENTS),
-            )
-        except Exception as err:  # papermill raises its own error or a kernel failure
-            message = _failure_message(notebook, err)
-            _write_status(run_dir, params, [p.name for p in result.executed], message,
-                          started)
-            if executed.is_file():
-                notebook_to_html(executed, executed.with_suffix(".html"))
-            write_index(project_dir / "reports")
-            raise ReportError(message) from err
-        result.executed.append(executed)
-        result.html.append(notebook_to_html(executed, executed.with_suffix(".html")))
-    _write_status(run_dir, params, [p.name for p in result.executed], None, started)
+    # The report is the parent run of what its notebooks train and evaluate.
+    with tracking.report_run(name, project_dir, params, workspace.dataset) as tracked:
+        bar = tqdm(notebooks, desc="report", unit="notebook", disable=not progress)
+        for notebook in bar:
+            bar.set_description(f"report: {notebook.stem}")
+            executed = run_dir / notebook.name
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(executed),
+                    parameters=plan[notebook.name],
+                    kernel_name=kernel_name,
+                    cwd=str(notebooks_dir),
+                    progress_bar=progress,
+                    extra_arguments=list(KERNEL_ARGUMENTS),
+                )
+            except Exception as err:  # papermill raises its own error or a kernel failure
+                message = _failure_message(notebook, err)
+                _write_status(run_dir, params, [p.name for p in result.executed], message,
+                              started)
+                tracking.record_report(tracked, run_dir, _tracked_files(workspace, result))
+                if executed.is_file():
+                    notebook_to_html(executed, executed.with_suffix(".html"))
+                write_index(project_dir / "reports")
+                raise ReportError(message) from err
+            result.executed.append(executed)
+            result.html.append(notebook_to_html(executed, executed.with_suffix(".html")))
+        _write_status(run_dir, params, [p.name for p in result.executed], None, started)
+        tracking.record_report(tracked, run_dir, _tracked_files(workspace, result))
     result.index_html = write_index(project_dir / "reports")
     return result
 
@@ -323,6 +335,14 @@ def _thumbnails_html(run_dir: Path, models: list[str]) -> str:
     return "".join(blocks)
 
 
+def _tracked_files(workspace: Workspace, result: ReportResult) -> list[Path]:
+    """What a report's MLflow run keeps: its parameters, versions, status, HTML pages and
+    comparison table."""
+    run_dir = workspace.reports_dir
+    return [run_dir / "params.yaml", run_dir / VERSIONS_FILE, run_dir / STATUS_FILE,
+            *result.html, workspace.metrics_dir / COMPARISON_FILE]
+
+
 def _results_html(run_dir: Path) -> str:
     """The run's protocol, comparison table and figure thumbnails, from
     ``metrics/comparison.csv`` and ``figures/``."""
@@ -379,7 +399,7 @@ def _run_entry(run_dir: Path) -> str:
         f"<p>notebooks: {links or '<em>no HTML reports</em>'}</p>"
         f"<details><summary>parameters</summary><pre>{html.escape(params)}</pre></details>"
         f"<details><summary>library versions</summary><table>{version_rows}</table></details>"
-        "</section>"
+        f"{tracking.runs_html(run_dir)}</section>"
     )
 
 

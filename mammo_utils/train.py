@@ -9,6 +9,10 @@ weights train in two stages: the new head on a frozen backbone, then the top of 
 backbone at a lower learning rate. The best weights over both stages (lowest validation
 loss) are the ones saved.
 
+Each training is also an MLflow run (:mod:`mammo_utils.tracking`): its settings, every
+epoch's metrics, the card and the model; a store that fails costs a warning, never the
+model.
+
 One seed gives one model: Python, NumPy, TensorFlow and Keras are seeded, TensorFlow's
 ops run deterministically on one inter-op thread, and the input pipeline is a function
 of the seed (see :mod:`mammo_utils.pipeline`), so two runs of one configuration on one
@@ -38,7 +42,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammo_utils import models, pipeline
+from mammo_utils import models, pipeline, tracking
 from mammo_utils.domain import training_range
 from mammo_utils.files import sha256_file
 from mammo_utils.metrics import macro_roc_auc, one_vs_rest_roc_auc
@@ -142,9 +146,11 @@ def _save_portable(model: keras.Model, path: Path) -> None:
     model.save(path)
 
 
-def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint) -> list:
+def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint,
+               run: tracking.TrackedRun) -> list:
     """Early stopping and learning-rate halving on validation loss, the shared best-weights
-    checkpoint, the CSV log (appended across stages) and, if asked, TensorBoard."""
+    checkpoint, the CSV log (appended across stages), the tracked run's per-epoch metrics
+    and, if asked, TensorBoard."""
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
@@ -154,6 +160,7 @@ def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint) -> list:
         ),
         checkpoint,
         keras.callbacks.CSVLogger(str(out_dir / HISTORY_FILE), append=True),
+        run.keras_callback(),
     ]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")))
@@ -197,6 +204,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / HISTORY_FILE).unlink(missing_ok=True)
+    run = tracking.start_training_run(out_dir, config, manifest, model_name or out_dir.name)
 
     train_rows, val_rows = manifest.split("train"), manifest.split("val")
     common = {"label_scheme": config.label_scheme, "classes": classes,
@@ -235,7 +243,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     # From scratch there is nothing to protect: one stage trains everything for all epochs.
     first_stage_epochs = (config.epochs if config.pretrained
                           else config.epochs + config.fine_tune_epochs)
-    model.fit(epochs=first_stage_epochs, callbacks=_callbacks(out_dir, config, checkpoint),
+    model.fit(epochs=first_stage_epochs, callbacks=_callbacks(out_dir, config, checkpoint, run),
               **fit)
     if config.pretrained and config.fine_tune_epochs > 0:
         done = len(pd.read_csv(out_dir / HISTORY_FILE))
@@ -243,7 +251,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
             models.set_backbone_trainable(model, "finetune", config.fine_tune_fraction)
             _compile(model, config.fine_tune_learning_rate, len(classes))
         model.fit(epochs=done + config.fine_tune_epochs, initial_epoch=done,
-                  callbacks=_callbacks(out_dir, config, checkpoint), **fit)
+                  callbacks=_callbacks(out_dir, config, checkpoint, run), **fit)
     with warnings.catch_warnings():
         # The checkpoint may hold the other stage's optimizer state; only layers matter here.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -291,5 +299,6 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         seed=config.seed,
     )
     card.save(out_dir)
+    tracking.finish_training_run(run, model, card, [out_dir / CARD_FILE, out_dir / HISTORY_FILE])
     logger.info("wrote %s, %s and %s to %s", MODEL_FILE, CARD_FILE, HISTORY_FILE, out_dir)
     return TrainResult(model_dir=out_dir, model=model, card=card, history=history)

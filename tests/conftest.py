@@ -7,7 +7,10 @@ CI sets MAMMO_REQUIRE_SHARED=1, which turns those skips into failures.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,16 @@ import pytest
 # Before TensorFlow starts in this process: trainings in the tests run ops one at a time,
 # as mammo_utils.train does in a fresh process, so they repeat bit for bit.
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+# Every MLflow run of the session goes to a throwaway SQLite store: never the project's
+# reports/mlflow/mlflow.db, nor a team server named in the caller's environment. Tracking
+# is off except in the tests that check it (tests/test_tracking.py, the smoke report),
+# which turn it on: recording every training of the suite would add minutes to it.
+_TRACKING_STORE = Path(tempfile.mkdtemp(prefix="mammo-tests-mlflow-"))
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_TRACKING_STORE / 'mlflow.db'}"
+os.environ["MAMMO_TRACKING"] = "off"
+os.environ.pop("MAMMO_TRACKING_PARENT", None)
+atexit.register(shutil.rmtree, _TRACKING_STORE, ignore_errors=True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

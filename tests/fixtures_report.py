@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mammo_utils import tracking
 from mammo_utils.report import run_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,15 +21,21 @@ def smoke_report(tmp_path_factory):
 
     It runs without the caller's ``TF_CPP_MIN_LOG_LEVEL`` (``make`` exports one), as
     ``mammo report`` typed in a fresh shell does: the runner alone must keep the
-    notebooks clean.
+    notebooks clean. Tracking is on, into the session's throwaway store
+    (tests/conftest.py), so the report's MLflow runs can be checked.
     """
     project = tmp_path_factory.mktemp("smoke_project")
     saved = os.environ.pop(TF_LOG_VARIABLE, None)
+    switch = os.environ.get(tracking.SWITCH_VARIABLE)
+    os.environ[tracking.SWITCH_VARIABLE] = "on"
     try:
         result = run_report(REPO / "params" / "smoke.yaml", "smoke", project_dir=project,
                             notebooks_dir=REPO / "notebooks", progress=False)
     finally:
         os.environ.pop(TF_LOG_VARIABLE, None)
+        os.environ.pop(tracking.SWITCH_VARIABLE, None)
+        if switch is not None:
+            os.environ[tracking.SWITCH_VARIABLE] = switch
         if saved is not None:
             os.environ[TF_LOG_VARIABLE] = saved
     return result, project

@@ -10,6 +10,7 @@ import nbformat
 import pytest
 import yaml
 
+from mammo_utils import tracking
 from mammo_utils.cli import main
 from mammo_utils.provenance import data_source_text
 from mammo_utils.report import (
@@ -210,6 +211,14 @@ def test_smoke_report_produces_every_file(smoke_report):
         assert trained["datasets"] == ["synthetic"] and trained["synthetic"] is True
         assert trained["formats"] == ["dicom"] and trained["headers_read"] > 0
         assert trained["breast_rows"] and trained["image_rows"] and trained["views"]
+    # The report is an MLflow run (in the session's throwaway store, tests/conftest.py)
+    # with the trainings of 03 and 04 and the evaluations of 05 as its children.
+    runs = tracking.read_runs_file(run_dir)
+    kinds = sorted(child["kind"] for child in runs["children"])
+    assert kinds == ["evaluation", "evaluation", "training", "training"], runs
+    assert all(child["status"] == "FINISHED" for child in runs["children"])
+    assert runs["parent_run_id"] in result.index_html.read_text()
+    assert not (project / "reports" / "mlflow").exists()  # not the project's own store
 
 
 #: Text that must never reach a report: TensorFlow/absl/oneDNN start-up lines and the

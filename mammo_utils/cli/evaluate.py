@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mammo_utils import tracking
 from mammo_utils.cli._ranges import integer
 from mammo_utils.levels import DEFAULT_TOP_K, LEVELS, PATCH_AGGREGATIONS, VIEW_AGGREGATIONS
 
@@ -38,9 +39,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", type=Path, default=None,
                         help="ingest index.csv listing the source images (default: "
                              "data/interim/<key>/index.csv beside the processed folder)")
+    parser.add_argument("--no-track", action="store_true",
+                        help="record no MLflow run (default: the project's store, or "
+                        "MLFLOW_TRACKING_URI)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.no_track:
+        tracking.turn_off()
     from mammo_utils.evaluate import evaluate_model
     from mammo_utils.metrics import BOOTSTRAP_METRICS
 

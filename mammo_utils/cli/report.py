@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from mammo_utils import tracking
+
 NAME = "report"
 HELP = "Run notebooks 01-06 headlessly into reports/<name>/ (notebooks, HTML, figures, metrics)."
 ORDER = 70
@@ -19,9 +21,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project-dir", type=Path, default=Path("."),
                         help="project folder holding notebooks/, data/, models/, reports/")
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    parser.add_argument("--no-track", action="store_true",
+                        help="record no MLflow run (default: the project's store, or "
+                        "MLFLOW_TRACKING_URI)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.no_track:
+        tracking.turn_off()
     from mammo_utils.report import ReportError, run_report
 
     # The notebook kernels inherit this: TensorFlow's start-up chatter stays out of reports.

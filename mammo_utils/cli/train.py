@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mammo_utils import tracking
 from mammo_utils.classes import LABEL_SCHEMES
 from mammo_utils.training_config import ARCHITECTURES, BALANCE_MODES, TrainingConfig
 
@@ -53,6 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "no longer fixes the weights)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard logs under OUT/tensorboard")
+    parser.add_argument("--no-track", action="store_true",
+                        help="record no MLflow run (default: the project's store, or "
+                        "MLFLOW_TRACKING_URI)")
 
 
 def _class_list(text: str) -> list[str]:
@@ -76,6 +80,8 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = training_config(args)  # bad settings fail here, before TensorFlow starts
+    if args.no_track:
+        tracking.turn_off()
     from mammo_utils.train import train
 
     result = train(args.data, args.out, config, verbose=1)

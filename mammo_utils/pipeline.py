@@ -16,16 +16,24 @@ of an example is a function of the seed, the pass over the data and the example'
 alone, so it does not depend on the shuffle order, on TensorFlow's global seed or on how
 many pipelines were made before (oversampled, where a row may come twice in a pass, of
 the seed, the draw and the row). Every ``map`` keeps its input order however many
-threads run it. The shuffle order depends on the seed and on TensorFlow's global seed,
-which :func:`mammo_utils.train.train` sets from the same seed first. Class imbalance is
-handled by class weights (default, :func:`class_weights`) or by oversampling.
+threads run it. Each pass's order is a function of the seed and the pass number alone, not of
+TensorFlow's global seed nor of the iterators made before. Oversampling's draws depend
+on the seed and on TensorFlow's global seed, which :func:`mammo_utils.train.train` sets
+from the same seed first. Class imbalance is
+handled by class weights (default, :func:`class_weights`, applied in the pipeline as
+per-example weights) or by oversampling.
+
+For training on several workers each worker reads its own ``shard`` of a split's rows
+(every ``count``-th row from ``index``: data-level sharding, decided by the manifest
+alone), and a resumed training starts its endless stream where the killed one stopped
+(``start``), so resuming draws exactly the examples and augmentations it would have.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,6 +230,15 @@ class Augmentation:
         return warped[0]
 
 
+def shard_rows(rows: pd.DataFrame, shard: tuple[int, int]) -> pd.DataFrame:
+    """Rows ``index, index + count, ...`` of ``rows`` for ``shard = (index, count)``: each
+    of ``count`` workers gets a disjoint, deterministic share, together all the rows."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    return rows.iloc[index::count]
+
+
 def _decoded(rows: pd.DataFrame, labels: np.ndarray, image_size: int, cache: bool):
     """``(views, label)`` per row: a tuple of one decoded image per file column."""
     files = tuple(rows[column].to_numpy(str) for column in path_columns(rows))
@@ -267,6 +284,9 @@ def make_dataset(
     balance: str = "class_weight",
     seed: int = 0,
     cache: bool = True,
+    class_weight: Mapping[int, float] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    start: int = 0,
 ) -> tf.data.Dataset:
     """Batches of one split as ``(images, labels)``.
 
@@ -279,11 +299,19 @@ def make_dataset(
     :meth:`Manifest.split`. ``balance="oversample"`` draws every present class equally
     often (training only); with ``"class_weight"`` pass :func:`class_weights` to ``fit``.
     ``cache`` keeps decoded images in memory (False decodes them every time).
+
+    Training only: ``class_weight`` (output index to weight, see :func:`class_weights`)
+    adds a third element, each example's weight, as Keras' ``class_weight`` would (and
+    which a distributed dataset cannot take); ``shard`` keeps one worker's rows (see
+    :func:`shard_rows`), whose augmentation stays keyed by the row's place in the whole
+    split; ``start`` skips that many examples of the endless stream, as drawn before
+    (their augmentation is never computed).
     """
     if balance not in BALANCE_MODES:
         raise ValueError(f"balance must be one of {', '.join(BALANCE_MODES)}, got {balance!r}")
     manifest = load_manifest(manifest)
-    rows = manifest.split(split)
+    split_rows = manifest.split(split)
+    rows = shard_rows(split_rows, shard)
     size = image_size or manifest.image_size
     training = split == "train" if training is None else training
     labels = encode_labels(rows["label"], label_scheme, classes)
@@ -294,29 +322,55 @@ def make_dataset(
     # Each example carries its manifest row, and a running count of the draws gives the
     # round: the pass over the split (each row comes once per len(rows) draws), or when
     # oversampling, where a row may come twice in a pass, the draw itself.
-    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.range(len(rows)))
+    row_numbers = rows.index.to_numpy(np.int64)  # places in the whole split
+    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.from_tensor_slices(row_numbers))
     if balance == "oversample":
         dataset = _oversampled(dataset, labels, seed)
         draws_per_round = tf.constant(1, tf.int64)
     else:
-        dataset = dataset.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = _passes(dataset, len(rows), seed)
         draws_per_round = tf.constant(len(rows), tf.int64)
     augment = augmentation or Augmentation()
 
     def augmented(example, row, drawn):
         views, label = example
         round_number = drawn // draws_per_round
-        row_seed = _augmentation_seed(seed, round_number, row, len(rows))
+        row_seed = _augmentation_seed(seed, round_number, row, len(split_rows))
         return _model_inputs(
             tuple(augment(image, _view_seed(row_seed, view)) for view, image in enumerate(views)),
             label,
         )
 
-    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter()).map(
+    dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter()).skip(start).map(
         lambda pair, drawn: augmented(*pair, drawn),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
+    if class_weight is not None:
+        weight_of = tf.constant([class_weight[index] for index in range(len(class_weight))],
+                                tf.float32)
+        dataset = dataset.map(lambda image, label: (image, label, tf.gather(weight_of, label)))
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _passes(dataset: tf.data.Dataset, n_rows: int, seed: int) -> tf.data.Dataset:
+    """Endless passes over ``dataset`` (of ``n_rows`` elements), each in an order drawn
+    from the seed and the pass number alone (a stateless draw).
+
+    Not ``shuffle(reshuffle_each_iteration=True)``: its orders come from one generator
+    shared by every iterator of the dataset, so an iterator made and dropped before
+    (Keras makes one under a distribution strategy) could change them, and an abandoned
+    iterator still prefetching could change them at random. A pass is gathered as one
+    element to be reordered: one more copy of the (cached) split in memory.
+    """
+    seed_tensor = tf.constant(seed, tf.int64)
+
+    def reordered(pass_number, whole_pass):
+        keys = tf.random.stateless_uniform([n_rows], tf.stack([seed_tensor, pass_number]))
+        order = tf.argsort(keys)
+        return tf.nest.map_structure(lambda values: tf.gather(values, order), whole_pass)
+
+    whole_passes = dataset.batch(n_rows).repeat()
+    return tf.data.Dataset.zip(tf.data.Dataset.counter(), whole_passes).map(reordered).unbatch()
 
 
 def _oversampled(dataset: tf.data.Dataset, labels: np.ndarray, seed: int) -> tf.data.Dataset:
@@ -337,6 +391,8 @@ def _oversampled(dataset: tf.data.Dataset, labels: np.ndarray, seed: int) -> tf.
 
 
 def steps_per_epoch(manifest: str | Path | pd.DataFrame | Manifest, split: str,
-                    batch_size: int) -> int:
-    """Batches that make one pass over a training split (at least 1)."""
-    return max(1, len(load_manifest(manifest).split(split)) // batch_size)
+                    batch_size: int, shards: int = 1) -> int:
+    """Batches that make one pass over a training split (at least 1); over ``shards``
+    workers, ``batch_size`` is one worker's and the pass is over the smallest shard, so
+    every worker takes the same number of steps."""
+    return max(1, len(load_manifest(manifest).split(split)) // shards // batch_size)

@@ -22,6 +22,11 @@ one seed parted in the first epoch while ops ran side by side on several inter-o
 threads, and repeated bit for bit on one (about 4 % slower). The card's
 ``repeatable`` says whether a run had both.
 
+Training may be spread over several devices or machines (``config.distribute``, see
+:mod:`mammo_utils.distribute`; only the chief writes the model directory) and survives
+being killed: a backup after every epoch lets the same call resume where it stopped
+(:mod:`mammo_utils.resume`).
+
 The output order is the label scheme's unless the config's ``class_order`` names a
 permutation of it; either way the card's ``classes`` records it, and everything that
 reads a model (evaluate, inference) takes the order from there.
@@ -42,11 +47,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammo_utils import models, pipeline, tracking
+from mammo_utils import distribute, models, pipeline, tracking
+from mammo_utils.distribute import choose_strategy
 from mammo_utils.domain import training_range
 from mammo_utils.files import sha256_file
 from mammo_utils.metrics import macro_roc_auc, one_vs_rest_roc_auc
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
+from mammo_utils.resume import Backup, BackupCallback, Position, truncate_history
 from mammo_utils.splits import assert_no_patient_leakage
 from mammo_utils.training_config import TrainingConfig
 
@@ -75,12 +82,14 @@ class SparseAUC(keras.metrics.AUC):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` produced: the model directory and its contents."""
+    """What :func:`train` produced: the model directory and its contents (written only
+    when ``chief``: the other workers of a multi-worker run return them unwritten)."""
 
     model_dir: Path
     model: keras.Model
     card: ModelCard
     history: pd.DataFrame
+    chief: bool = True
 
 
 def split_sha256(frame: pd.DataFrame) -> str:
@@ -92,14 +101,6 @@ def split_sha256(frame: pd.DataFrame) -> str:
         items = frame["path"].map(lambda path: Path(path).name)
     lines = sorted(f"{item},{split}" for item, split in zip(items, frame["split"], strict=True))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def choose_strategy() -> tf.distribute.Strategy:
-    """``MirroredStrategy`` when several GPUs are visible, else the default strategy."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> bool:
@@ -144,6 +145,36 @@ def _save_portable(model: keras.Model, path: Path) -> None:
     so plain Keras loads the file without mammo_utils: :class:`SparseAUC` served training."""
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
     model.save(path)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One ``fit`` of a training: which part of a backbone trains, how long, how fast."""
+
+    name: str  # "full", "head" or "finetune"
+    epochs: int
+    learning_rate: float
+
+
+def _stages(config: TrainingConfig) -> list[_Stage]:
+    """From scratch there is nothing to protect: one stage trains everything for all
+    epochs. Pretrained backbones train their head, then fine-tune (if asked)."""
+    if not config.pretrained:
+        return [_Stage("full", config.epochs + config.fine_tune_epochs, config.learning_rate)]
+    stages = [_Stage("head", config.epochs, config.learning_rate)]
+    if config.fine_tune_epochs > 0:
+        stages.append(_Stage("finetune", config.fine_tune_epochs,
+                             config.fine_tune_learning_rate))
+    return stages
+
+
+def _prepare(model: keras.Model, stage: _Stage, config: TrainingConfig,
+             num_classes: int) -> None:
+    """Freeze what ``stage`` leaves alone and compile with its learning rate (a new
+    optimizer); call under the run's strategy."""
+    if models.backbone_of(model) is not None:
+        models.set_backbone_trainable(model, stage.name, config.fine_tune_fraction)
+    _compile(model, stage.learning_rate, num_classes)
 
 
 def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint,
@@ -192,76 +223,118 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     fit the data, or a patient in two splits, raises ``ValueError`` before anything is
     written. ``model_name`` defaults to the folder's name. ``verbose`` is passed to
     Keras (0: silent, 1: progress bars, 2: one line per epoch).
+
+    A backup of an unfinished training in ``out_dir`` (a killed run) is resumed from its
+    last finished epoch; one made with other settings or data raises
+    :class:`~mammo_utils.resume.ResumeRefused`. In a ``multi-worker`` run every worker
+    calls this; only the chief writes ``out_dir`` (the others leave it as they found it).
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
     started = time.perf_counter()
     classes = pipeline.output_classes(config.label_scheme, config.class_order)
     repeatable = seed_everything(config.seed, config.deterministic)
+    # One strategy for the whole run, made before TensorFlow starts its devices: every
+    # stage builds and compiles under it, and the card records it.
+    strategy = choose_strategy(config.distribute)
+    where = distribute.placement(strategy)
     manifest = pipeline.load_manifest(data_dir)
     assert_no_patient_leakage(manifest.frame)
     image_size = manifest.image_size
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / HISTORY_FILE).unlink(missing_ok=True)
-    run = tracking.start_training_run(out_dir, config, manifest, model_name or out_dir.name)
+    work_dir = where.work_dir(out_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    manifest_sha256 = sha256_file(manifest.source) if manifest.source else None
+    backup = Backup(work_dir, {"settings": config.to_dict(), "manifest_sha256": manifest_sha256,
+                               "replicas": where.replicas, "workers": where.workers})
+    resume = backup.load()
+    if resume is None:
+        (work_dir / HISTORY_FILE).unlink(missing_ok=True)
+    else:
+        logger.info("resuming %s after epoch %d", work_dir, resume.epochs)
+        truncate_history(work_dir, resume.epochs)
+    # Only the chief records an MLflow run; the other workers' is a disabled one.
+    run = (tracking.start_training_run(out_dir, config, manifest, model_name or out_dir.name)
+           if where.chief else tracking.TrackedRun())
 
     train_rows, val_rows = manifest.split("train"), manifest.split("val")
     common = {"label_scheme": config.label_scheme, "classes": classes,
-              "batch_size": config.batch_size, "image_size": image_size, "seed": config.seed}
-    train_data = pipeline.make_dataset(
-        manifest, "train", balance=config.balance, training=True,
-        augmentation=pipeline.Augmentation() if config.augment else pipeline.Augmentation.none(),
-        **common,
-    )
-    val_data = pipeline.make_dataset(manifest, "val", training=False, **common)
-    val_labels = pipeline.encode_labels(val_rows["label"], config.label_scheme, classes)
+              "image_size": image_size, "seed": config.seed}
     weights_by_class = (
         pipeline.class_weights(train_rows["label"], config.label_scheme, classes)
         if config.balance == "class_weight" else None
     )
-    steps = pipeline.steps_per_epoch(manifest, "train", config.batch_size)
+    # Each worker's pipeline yields batches of one replica; a step takes one per replica.
+    per_step = config.batch_size * where.local_replicas
+    steps = pipeline.steps_per_epoch(manifest, "train", per_step, shards=where.workers)
 
-    # One strategy for the whole run: both stages build and compile under it, and the
-    # card records it.
-    strategy = choose_strategy()
+    def train_data(start: int):
+        return distribute.training_data(where, lambda shard: pipeline.make_dataset(
+            manifest, "train", balance=config.balance, training=True,
+            augmentation=(pipeline.Augmentation() if config.augment
+                          else pipeline.Augmentation.none()),
+            batch_size=config.batch_size, class_weight=weights_by_class, shard=shard,
+            start=start, **common,
+        ))
+
+    val_data = distribute.evaluation_data(pipeline.make_dataset(
+        manifest, "val", training=False, batch_size=config.batch_size * where.replicas,
+        **common,
+    ))
+    val_labels = pipeline.encode_labels(val_rows["label"], config.label_scheme, classes)
+
+    stages = _stages(config)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(work_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
+        save_weights_only=True,
+    )
     with strategy.scope():
         # A breast manifest (CC and MLO per row) trains the two-view model.
         build = models.build_two_view_model if manifest.two_view else models.build_model
         model = build(config.architecture, len(classes), image_size,
                       weights=config.weights, dropout=config.dropout, l2=config.l2)
-        if models.backbone_of(model) is not None:
-            models.set_backbone_trainable(model, "head" if config.pretrained else "full")
-        _compile(model, config.learning_rate, len(classes))
-
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(out_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
-        save_weights_only=True,
-    )
-    fit = {"x": train_data, "validation_data": val_data, "steps_per_epoch": steps,
-           "class_weight": weights_by_class, "shuffle": False, "verbose": verbose}
-    # From scratch there is nothing to protect: one stage trains everything for all epochs.
-    first_stage_epochs = (config.epochs if config.pretrained
-                          else config.epochs + config.fine_tune_epochs)
-    model.fit(epochs=first_stage_epochs, callbacks=_callbacks(out_dir, config, checkpoint, run),
-              **fit)
-    if config.pretrained and config.fine_tune_epochs > 0:
-        done = len(pd.read_csv(out_dir / HISTORY_FILE))
+        if where.distributed:
+            distribute.synchronize_batch_norm(model)
+            distribute.fit_without_symbolic_build(model, strategy)
+        if resume is not None:
+            _restore(model, stages[resume.stage], config, len(classes), backup, resume,
+                     checkpoint)
+    epochs_done = resume.epochs if resume is not None else 0
+    first_stage = 0 if resume is None else resume.stage + int(resume.ended)
+    for index in range(first_stage, len(stages)):
+        resuming = resume if resume is not None and index == resume.stage else None
+        if resuming is None:
+            with strategy.scope():
+                _prepare(model, stages[index], config, len(classes))
+            stage_start = epochs_done
+        else:
+            stage_start = resuming.stage_start
+        # A stage that early stopping ended runs no more epochs when resumed.
+        end = epochs_done if resuming and resuming.stopped else stage_start + stages[index].epochs
+        callbacks = _callbacks(work_dir, config, checkpoint, run)
+        watched = {"early_stopping": callbacks[0], "reduce_lr": callbacks[1],
+                   "checkpoint": checkpoint}
+        backup_callback = BackupCallback(backup, index, stage_start, watched, restore=resuming)
+        # The stream restarts with each stage; a resumed one skips what was drawn.
+        drawn = (epochs_done - stage_start) * steps * per_step
         with strategy.scope():
-            models.set_backbone_trainable(model, "finetune", config.fine_tune_fraction)
-            _compile(model, config.fine_tune_learning_rate, len(classes))
-        model.fit(epochs=done + config.fine_tune_epochs, initial_epoch=done,
-                  callbacks=_callbacks(out_dir, config, checkpoint, run), **fit)
+            model.fit(train_data(drawn), validation_data=val_data, steps_per_epoch=steps,
+                      epochs=end, initial_epoch=epochs_done, shuffle=False, verbose=verbose,
+                      callbacks=[*callbacks, backup_callback])
+        epochs_done = backup_callback.position.epochs
     with warnings.catch_warnings():
         # The checkpoint may hold the other stage's optimizer state; only layers matter here.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(str(out_dir / _CHECKPOINT_FILE))
-    (out_dir / _CHECKPOINT_FILE).unlink()
+        model.load_weights(str(work_dir / _CHECKPOINT_FILE))
+    (work_dir / _CHECKPOINT_FILE).unlink()
 
-    history = pd.read_csv(out_dir / HISTORY_FILE)
+    history = pd.read_csv(work_dir / HISTORY_FILE)
     best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"]) + 1
-    validation_metrics = _validation_metrics(model, val_data, val_labels, classes)
-    _save_portable(model, out_dir / MODEL_FILE)
+    # Every worker evaluates (its replicas take part in each step); only the chief writes.
+    with strategy.scope():
+        validation_metrics = _validation_metrics(model, val_data, val_labels, classes)
+    if where.chief:
+        _save_portable(model, out_dir / MODEL_FILE)
     card = ModelCard(
         model_name=model_name or out_dir.name,
         architecture=config.architecture,
@@ -273,7 +346,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         preprocessing=manifest.config,
         data={
             "manifest": str(manifest.source),
-            "manifest_sha256": sha256_file(manifest.source) if manifest.source else None,
+            "manifest_sha256": manifest_sha256,
             "split_sha256": split_sha256(manifest.frame),
             "counts": {
                 split: {str(k): int(v) for k, v in rows["label"].value_counts().items()}
@@ -288,7 +361,10 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
                 {classes[i]: w for i, w in weights_by_class.items()} if weights_by_class else None
             ),
             "strategy": type(strategy).__name__,
-            "replicas": int(strategy.num_replicas_in_sync),
+            "replicas": where.replicas,
+            "workers": where.workers,
+            "global_batch_size": config.batch_size * where.replicas,
+            "resumed_after_epoch": resume.epochs if resume is not None else None,
             "repeatable": repeatable,
             "training_time_s": round(time.perf_counter() - started, 2),
         },
@@ -298,7 +374,23 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         parameter_count=models.parameter_count(model),
         seed=config.seed,
     )
-    card.save(out_dir)
-    tracking.finish_training_run(run, model, card, [out_dir / CARD_FILE, out_dir / HISTORY_FILE])
-    logger.info("wrote %s, %s and %s to %s", MODEL_FILE, CARD_FILE, HISTORY_FILE, out_dir)
-    return TrainResult(model_dir=out_dir, model=model, card=card, history=history)
+    if where.chief:
+        card.save(out_dir)
+        backup.remove()
+        tracking.finish_training_run(run, model, card,
+                                     [out_dir / CARD_FILE, out_dir / HISTORY_FILE])
+        logger.info("wrote %s, %s and %s to %s", MODEL_FILE, CARD_FILE, HISTORY_FILE, out_dir)
+    else:
+        where.clean_up(out_dir)
+    return TrainResult(model_dir=out_dir, model=model, card=card, history=history,
+                       chief=where.chief)
+
+
+def _restore(model: keras.Model, stage: _Stage, config: TrainingConfig, num_classes: int,
+             backup: Backup, position: Position, checkpoint) -> None:
+    """Put ``model`` (under the run's strategy) where the backup left it: ``stage``'s
+    frozen layers and optimizer, every variable, and the checkpoint's best so far."""
+    _prepare(model, stage, config, num_classes)
+    model.optimizer.build(model.trainable_variables)
+    backup.restore_variables(model)
+    backup.restore_callbacks(position, {"checkpoint": checkpoint})

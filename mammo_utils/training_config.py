@@ -25,6 +25,12 @@ ARCHITECTURES: tuple[str, ...] = ("baseline", "vgg16", "resnet50", "mobilenetv2"
 #: How class imbalance is handled: loss weights, resampling, or not at all.
 BALANCE_MODES: tuple[str, ...] = ("class_weight", "oversample", "none")
 
+#: How training is spread over devices (see :mod:`mammo_utils.distribute`): ``auto``
+#: mirrors over several visible GPUs, else one device; ``none`` one device; ``mirrored``
+#: every visible GPU or configured logical device of this machine; ``multi-worker``
+#: several processes or machines, the cluster taken from ``TF_CONFIG``.
+DISTRIBUTE_MODES: tuple[str, ...] = ("auto", "none", "mirrored", "multi-worker")
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -40,7 +46,8 @@ class TrainingConfig:
     ``balance`` is one of :data:`BALANCE_MODES`. ``patience`` is the early-stopping
     patience in epochs on validation loss (the learning rate halves after half of it).
     ``deterministic`` makes TensorFlow's ops deterministic, so one seed gives the
-    same weights on the same machine.
+    same weights on the same machine. ``distribute`` is one of :data:`DISTRIBUTE_MODES`;
+    ``batch_size`` is per replica, so a step takes ``batch_size`` times the replicas.
     """
 
     architecture: str = "baseline"
@@ -61,11 +68,13 @@ class TrainingConfig:
     l2: float = 1e-4
     tensorboard: bool = False
     deterministic: bool = True
+    distribute: str = "auto"
 
     def __post_init__(self) -> None:
         self._choice("architecture", ARCHITECTURES)
         self._choice("label_scheme", LABEL_SCHEMES)
         self._choice("balance", BALANCE_MODES)
+        self._choice("distribute", DISTRIBUTE_MODES)
         if isinstance(self.weights, Path):
             self._set("weights", str(self.weights))
         if not isinstance(self.weights, str) or not self.weights:

@@ -135,22 +135,28 @@ def test_no_augmentation_passes_images_through_unchanged(known_answer_roi_data):
     assert not np.array_equal(pipeline.Augmentation()(image, seed), image)
 
 
-def _first_pass(data_dir, global_seed: int, balance: str = "class_weight") -> list[bytes]:
-    """The training images of the first pass over the split, in the order drawn, after
-    setting TensorFlow's global seed to ``global_seed``."""
+def _first_pass(data_dir, global_seed: int, balance: str = "class_weight",
+                shard: tuple[int, int] = (0, 1)) -> list[bytes]:
+    """The training images of the first pass over the split (or a shard of it), in the
+    order drawn, after setting TensorFlow's global seed to ``global_seed``."""
     tf.random.set_seed(global_seed)
-    dataset = pipeline.make_dataset(data_dir, "train", batch_size=16, seed=5, balance=balance)
-    n_batches = len(pipeline.load_manifest(data_dir).split("train")) // 16
-    return [image.tobytes() for batch in dataset.take(n_batches) for image in batch[0].numpy()]
+    dataset = pipeline.make_dataset(data_dir, "train", batch_size=4, seed=5, balance=balance,
+                                    shard=shard)
+    rows = pipeline.shard_rows(pipeline.load_manifest(data_dir).split("train"), shard)
+    return [image.tobytes() for batch in dataset.take(len(rows) // 4)
+            for image in batch[0].numpy()]
 
 
 def test_augmentation_follows_the_example_not_its_place_in_the_shuffle(known_answer_roi_data):
-    """An example's augmentation depends on the seed, the pass and the example only: under
-    another global seed the shuffle order changes, but each image is augmented the same."""
-    first, other = _first_pass(known_answer_roi_data, 1), _first_pass(known_answer_roi_data, 2)
-    assert first != other  # another order...
-    assert sorted(first) == sorted(other)  # ...of the same augmented images
-    assert _first_pass(known_answer_roi_data, 1) == first
+    """An example's augmentation depends on the seed, the pass and the example only: two
+    workers' shards draw their rows in another order, but each image is
+    augmented as in the whole split's pass. The order is the seed's alone: TensorFlow's
+    global seed does not change it."""
+    first = _first_pass(known_answer_roi_data, 1)
+    shards = [_first_pass(known_answer_roi_data, 1, shard=(index, 2)) for index in range(2)]
+    assert shards[0] + shards[1] != first  # another order...
+    assert sorted(shards[0] + shards[1]) == sorted(first)  # ...of the same augmented images
+    assert _first_pass(known_answer_roi_data, 2) == first
 
 
 def test_an_oversampled_image_drawn_twice_is_augmented_twice(known_answer_roi_data):

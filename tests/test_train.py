@@ -201,7 +201,8 @@ def test_pretrained_backbone_trains_head_then_fine_tunes(known_answer_roi_data, 
     )
     strategies = []
 
-    def one_strategy():
+    def one_strategy(mode):
+        assert mode == "auto"
         strategies.append(tf.distribute.get_strategy())
         return strategies[-1]
 

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from mammo_utils import tracking
 from mammo_utils.classes import LABEL_SCHEMES
-from mammo_utils.training_config import ARCHITECTURES, BALANCE_MODES, TrainingConfig
+from mammo_utils.training_config import (
+    ARCHITECTURES,
+    BALANCE_MODES,
+    DISTRIBUTE_MODES,
+    TrainingConfig,
+)
 
 NAME = "train"
 HELP = "Train a baseline CNN or a transfer-learning backbone: model.keras, model_card.json."
@@ -57,11 +62,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-track", action="store_true",
                         help="record no MLflow run (default: the project's store, or "
                         "MLFLOW_TRACKING_URI)")
+    parser.add_argument("--distribute", default=defaults.distribute, choices=DISTRIBUTE_MODES,
+                        help="auto: every GPU when there are several, else one device; "
+                        "mirrored: every GPU (or CPU device) of this machine; multi-worker: "
+                        "the machines listed in TF_CONFIG, one process each (default: "
+                        f"{defaults.distribute}); --batch-size is per replica")
+    parser.add_argument("--cpu-devices", type=_positive, default=None, metavar="N",
+                        help="split the CPU into N logical devices (try 'mirrored' on a "
+                        "machine without GPUs)")
 
 
 def _class_list(text: str) -> list[str]:
     """``"MALIGNANT, NORMAL"`` -> ``["MALIGNANT", "NORMAL"]`` (checked by TrainingConfig)."""
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
 
 
 def training_config(args: argparse.Namespace) -> TrainingConfig:
@@ -75,6 +95,7 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         fine_tune_fraction=args.fine_tune_fraction, balance=args.balance,
         augment=args.augment, patience=args.patience, dropout=args.dropout, l2=args.l2,
         tensorboard=args.tensorboard, deterministic=args.deterministic,
+        distribute=args.distribute,
     )
 
 
@@ -82,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
     config = training_config(args)  # bad settings fail here, before TensorFlow starts
     if args.no_track:
         tracking.turn_off()
+    if args.cpu_devices:
+        from mammo_utils.distribute import split_cpu
+
+        split_cpu(args.cpu_devices)
     from mammo_utils.train import train
 
     result = train(args.data, args.out, config, verbose=1)
@@ -90,5 +115,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.card.model_name}: best epoch {result.card.best_epoch}, validation "
           f"accuracy {metrics['accuracy']:.3f}, "
           f"macro ROC-AUC {'n/a' if auc is None else f'{auc:.3f}'}")
-    print(f"wrote {result.model_dir}")
+    print(f"wrote {result.model_dir}" if result.chief
+          else "trained as a worker: the chief wrote the model")
     return 0

@@ -5,9 +5,10 @@ folder and trains as a :class:`~mammo_utils.training_config.TrainingConfig` says
 builds the tf.data pipelines and the model under one distribution strategy, trains with
 early stopping, learning-rate reduction, checkpointing and a CSV log, and writes
 ``model.keras``, ``model_card.json`` and ``history.csv``. Backbones with pretrained
-weights train in two stages: the new head on a frozen backbone, then the top of the
-backbone at a lower learning rate. The best weights over both stages (lowest validation
-loss) are the ones saved.
+weights, and models started from another model's trunk (``init_from``, see
+:mod:`mammo_utils.transfer`), train in two stages (``TrainingConfig.stages``): the new
+head on a frozen trunk, then the top of the trunk at a lower learning rate. The best
+weights over both stages (lowest validation loss) are the ones saved.
 
 One seed gives one model: Python, NumPy, TensorFlow and Keras are seeded, TensorFlow's
 ops run deterministically on one inter-op thread, and the input pipeline is a function
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammo_utils import models, pipeline
+from mammo_utils import models, pipeline, transfer
 from mammo_utils.files import sha256_file
 from mammo_utils.metrics import macro_roc_auc, one_vs_rest_roc_auc
 from mammo_utils.model_card import CARD_FILE, HISTORY_FILE, MODEL_FILE, ModelCard
@@ -212,9 +213,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     with strategy.scope():
         model = models.build_model(config.architecture, len(classes), image_size,
                                    weights=config.weights, dropout=config.dropout, l2=config.l2)
-        if models.backbone_of(model) is not None:
-            models.set_backbone_trainable(model, "head" if config.pretrained else "full")
-        _compile(model, config.learning_rate, len(classes))
+        lineage = (transfer.initialise_from(model, config.init_from,
+                                            architecture=config.architecture, classes=classes)
+                   if config.init_from else {})
 
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(out_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
@@ -222,18 +223,18 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     )
     fit = {"x": train_data, "validation_data": val_data, "steps_per_epoch": steps,
            "class_weight": weights_by_class, "shuffle": False, "verbose": verbose}
-    # From scratch there is nothing to protect: one stage trains everything for all epochs.
-    first_stage_epochs = (config.epochs if config.pretrained
-                          else config.epochs + config.fine_tune_epochs)
-    model.fit(epochs=first_stage_epochs, callbacks=_callbacks(out_dir, config, checkpoint),
-              **fit)
-    if config.pretrained and config.fine_tune_epochs > 0:
-        done = len(pd.read_csv(out_dir / HISTORY_FILE))
+    # Each stage sets which trunk layers train, recompiles at its learning rate and
+    # continues the epoch count (and history.csv) where the previous stage stopped.
+    stages, done = config.stages(), 0
+    for stage in stages:
         with strategy.scope():
-            models.set_backbone_trainable(model, "finetune", config.fine_tune_fraction)
-            _compile(model, config.fine_tune_learning_rate, len(classes))
-        model.fit(epochs=done + config.fine_tune_epochs, initial_epoch=done,
+            if models.trunk_of(model):
+                models.set_backbone_trainable(model, stage["name"], config.fine_tune_fraction)
+            _compile(model, stage["learning_rate"], len(classes))
+        model.fit(epochs=done + stage["epochs"], initial_epoch=done,
                   callbacks=_callbacks(out_dir, config, checkpoint), **fit)
+        stage["epochs_run"] = len(pd.read_csv(out_dir / HISTORY_FILE)) - done
+        done += stage["epochs_run"]
     with warnings.catch_warnings():
         # The checkpoint may hold the other stage's optimizer state; only layers matter here.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -263,7 +264,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         },
         training={
             **config.to_dict(),
-            "stages": ["head", "finetune"] if config.pretrained else ["full"],
+            "stages": stages,
             "epochs_run": len(history),
             "class_weight": (
                 {classes[i]: w for i, w in weights_by_class.items()} if weights_by_class else None
@@ -273,6 +274,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
             "repeatable": repeatable,
             "training_time_s": round(time.perf_counter() - started, 2),
         },
+        lineage=lineage,
         best_epoch=best_epoch,
         validation_metrics=_validation_metrics(model, val_data, val_labels, classes),
         parameter_count=models.parameter_count(model),

@@ -241,9 +241,9 @@ def evaluation_folder(model_dir: str | Path, data_dir: str | Path) -> Path:
     folder_task = json.loads((data_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("task")
     if folder_task == card.task:
         return data_dir
-    trained_on = Path(str(card.data.get("manifest") or "")).parent
-    if str(card.data.get("manifest") or "") and (trained_on / CONFIG_FILE).is_file():
-        return trained_on
+    manifest = card.data.get("manifest")
+    if manifest and (Path(manifest).parent / CONFIG_FILE).is_file():
+        return Path(manifest).parent
     raise FileNotFoundError(
         f"{model_dir}: a {card.task} model cannot be scored on the {folder_task} folder "
         f"{data_dir}, and the folder it was trained on is gone"

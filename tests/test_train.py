@@ -225,7 +225,8 @@ def test_pretrained_backbone_trains_head_then_fine_tunes(known_answer_roi_data, 
     assert card.training_config() == config and card.training["fine_tune_epochs"] == 1
 
 
-#: The architectures of the default report (params/default.yaml), trained from scratch.
+#: The patch architectures of the default report (params/default.yaml) and DenseNet121,
+#: which it trained until the whole-image pair took its time, trained from scratch.
 REPORT_ARCHITECTURES = ("baseline", "mobilenetv2", "densenet121")
 
 _TRAIN_EACH = """

@@ -6,7 +6,9 @@ size and the preprocessing a model expects. The order is the label scheme's by d
 a model may be trained on any permutation of it (``TrainingConfig(class_order=...)``), so
 nothing downstream may assume the scheme's order. The ``training`` section holds the
 model's :class:`~mammo_utils.training_config.TrainingConfig` with what happened at run
-time; :meth:`ModelCard.training_config` rebuilds the config from it.
+time; :meth:`ModelCard.training_config` rebuilds the config from it. A model started from
+another model's trunk (``init_from``) records where it came from in ``lineage``: the
+source's name, folder, card sha256, task and architecture, and the layers copied.
 :func:`load_model_dir` refuses a directory whose card is missing, malformed or disagrees
 with the saved model, so a model can never be read with the wrong labels.
 
@@ -40,6 +42,14 @@ HISTORY_FILE = "history.csv"
 
 #: Largest model input side a card may declare (the backbones take 224 to 512).
 MAX_IMAGE_SIZE = 2048
+#: Training settings added after cards were first written, with the value their absence
+#: means, so :meth:`ModelCard.training_config` still reads an older card.
+_LATER_SETTINGS: dict[str, object] = {"init_from": None}
+#: What a card's ``lineage`` records when the model started from another model.
+LINEAGE_KEYS: tuple[str, ...] = (
+    "source_model", "source_dir", "source_card_sha256", "source_task",
+    "source_architecture", "source_image_size", "layers_copied",
+)
 #: Card fields that decide how a model's outputs are read; the seal covers them.
 SEALED_FIELDS: tuple[str, ...] = ("classes", "label_scheme", "task", "image_size", "working_size")
 
@@ -67,6 +77,7 @@ class ModelCard:
     preprocessing: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    lineage: dict = field(default_factory=dict)
     best_epoch: int | None = None
     validation_metrics: dict = field(default_factory=dict)
     training_range: dict = field(default_factory=dict)
@@ -95,10 +106,15 @@ class ModelCard:
         _check_integer("image_size", self.image_size, 8, MAX_IMAGE_SIZE)
         if self.working_size is not None:
             self.working_size = _checked_working_size(self.working_size, self.image_size)
-        for name in ("preprocessing", "data", "training", "validation_metrics",
+        for name in ("preprocessing", "data", "training", "lineage", "validation_metrics",
                      "training_range", "versions", "model_file"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a JSON object, got {getattr(self, name)!r}")
+        if self.lineage and set(self.lineage) != set(LINEAGE_KEYS):
+            raise ValueError(
+                f"lineage must hold exactly {', '.join(LINEAGE_KEYS)}, got "
+                f"{', '.join(sorted(self.lineage))}"
+            )
         fraction = self.preprocessing.get("min_breast_fraction", 0.5)
         if not _is_number(fraction) or not 0 <= fraction <= 1:
             raise ValueError(
@@ -121,13 +137,14 @@ class ModelCard:
         also holds run-time facts: epochs run, stages, strategy, time). ``ValueError``
         when a setting is missing, as in a card written before settings were recorded."""
         names = [spec.name for spec in fields(TrainingConfig)]
-        missing = [name for name in names if name not in self.training]
+        recorded = {**_LATER_SETTINGS, **self.training}
+        missing = [name for name in names if name not in recorded]
         if missing:
             raise ValueError(
                 f"model card of {self.model_name!r} does not record the training "
                 f"setting(s) {', '.join(missing)}"
             )
-        return TrainingConfig(**{name: self.training[name] for name in names})
+        return TrainingConfig(**{name: recorded[name] for name in names})
 
     def to_json(self) -> str:
         """The card as indented JSON (keys in field order)."""

@@ -357,32 +357,50 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
         return None
 
 
+def trunk_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of the convolutional trunk: the nested backbone's, or the baseline's
+    convolution blocks (``block*``, inside the shared trunk of a two-view model); empty
+    when the model has neither."""
+    backbone = backbone_of(model)
+    if backbone is not None:
+        return list(backbone.layers)
+    holder = trunk_of(model) or model
+    return [layer for layer in holder.layers if layer.name.startswith("block")]
+
+
 def set_backbone_trainable(
     model: keras.Model, stage: str, fine_tune_fraction: float = 0.3
 ) -> None:
-    """Set which backbone layers train; recompile the model afterwards.
+    """Set which trunk layers train; recompile the model afterwards.
 
-    ``"head"``: the whole backbone frozen (first stage with pretrained weights).
+    The trunk is the nested backbone of a transfer-learning model, or the convolution
+    blocks of the baseline (a baseline started from another model's trunk trains in
+    stages too, see :mod:`mammo_utils.transfer`).
+    ``"head"``: the whole trunk frozen (first stage with pretrained weights).
     ``"finetune"``: the top ``fine_tune_fraction`` of its layers unfrozen, except
     BatchNormalization layers, which stay frozen (a pretrained backbone is called with
-    ``training=False``, so their statistics never move either). ``"full"``: every layer
-    trains (a backbone learned from scratch, ``weights="none"``).
+    ``training=False``, and a frozen BatchNormalization layer runs in inference mode, so
+    their statistics never move either). ``"full"``: every layer trains (a trunk learned
+    from scratch, ``weights="none"``).
     """
+    layers = trunk_layers(model)
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no trunk to freeze or fine-tune")
     backbone = backbone_of(model)
-    if backbone is None:
-        raise ValueError(f"model {model.name!r} has no backbone to freeze or fine-tune")
     if stage in ("head", "full"):
-        backbone.trainable = stage == "full"
-        for layer in backbone.layers:
+        if backbone is not None:
+            backbone.trainable = stage == "full"
+        for layer in layers:
             layer.trainable = stage == "full"
         return
     if stage != "finetune":
         raise ValueError(f"stage must be 'head', 'finetune' or 'full', got {stage!r}")
     if not 0.0 < fine_tune_fraction <= 1.0:
         raise ValueError(f"fine_tune_fraction must be in (0, 1], got {fine_tune_fraction}")
-    backbone.trainable = True
-    first_trainable = int(round(len(backbone.layers) * (1.0 - fine_tune_fraction)))
-    for position, layer in enumerate(backbone.layers):
+    if backbone is not None:
+        backbone.trainable = True
+    first_trainable = int(round(len(layers) * (1.0 - fine_tune_fraction)))
+    for position, layer in enumerate(layers):
         frozen = position < first_trainable or isinstance(
             layer, keras.layers.BatchNormalization
         )

@@ -29,6 +29,7 @@ declares are reported as a warning (a typo would otherwise be silently ignored).
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 import logging
@@ -127,6 +128,41 @@ def plan_parameters(
     return plan, problems
 
 
+#: The notebook that trains whole-breast models from a patch model of the run, and the
+#: notebooks whose models it may start from (notebook 03 trains ``baseline``).
+_WHOLE_IMAGE_NOTEBOOK = "04_transfer_learning"
+_BASELINE_NOTEBOOK = "03_baseline_cnn"
+
+
+def wiring_problems(notebooks: list[Path], plan: dict[str, dict[str, Any]]) -> list[str]:
+    """Stages that start from a model no earlier stage of the run trains.
+
+    ``plan`` is :func:`plan_parameters`' first result; a parameter a notebook is not
+    given keeps its declared default. A run whose whole-image stage names a patch model
+    the run does not train would fail hours in, so :func:`run_report` refuses it first.
+    """
+    by_stem = {nb.stem: nb for nb in notebooks}
+    if _WHOLE_IMAGE_NOTEBOOK not in by_stem:
+        return []
+    notebook = by_stem[_WHOLE_IMAGE_NOTEBOOK]
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    values = {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()
+              if name in ("backbones", "whole_image_size", "whole_image_from")}
+    values |= {k: v for k, v in plan[notebook.name].items() if k in values}
+    if not values.get("whole_image_size"):
+        return []
+    trained = set(values.get("backbones") or [])
+    if _BASELINE_NOTEBOOK in by_stem:
+        trained.add("baseline")
+    source = values.get("whole_image_from")
+    if source not in trained:
+        return [f"{_WHOLE_IMAGE_NOTEBOOK}: whole_image_from {source!r} is not a patch model "
+                f"this run trains (it trains {', '.join(sorted(trained)) or 'none'})"]
+    return []
+
+
 def notebook_to_html(notebook: str | Path, html_path: str | Path) -> Path:
     """An HTML copy of an executed notebook without code cells (outputs and narration)."""
     import nbformat
@@ -223,6 +259,9 @@ def run_report(
 
     runner = {"project_dir": str(project_dir), "run_name": name}
     plan, problems = plan_parameters(notebooks, params, runner)
+    unwired = wiring_problems(notebooks, plan)
+    if unwired:
+        raise ReportError("; ".join(unwired))
     for problem in problems:
         warnings.warn(problem, UserWarning, stacklevel=2)
     result = ReportResult(name=name, run_dir=run_dir, warnings=problems)

@@ -5,9 +5,10 @@ folder and trains as a :class:`~mammo_utils.training_config.TrainingConfig` says
 builds the tf.data pipelines and the model under one distribution strategy, trains with
 early stopping, learning-rate reduction, checkpointing and a CSV log, and writes
 ``model.keras``, ``model_card.json`` and ``history.csv``. Backbones with pretrained
-weights train in two stages: the new head on a frozen backbone, then the top of the
-backbone at a lower learning rate. The best weights over both stages (lowest validation
-loss) are the ones saved.
+weights, and models started from another model's trunk (``init_from``, see
+:mod:`mammo_utils.transfer`), train in two stages (``TrainingConfig.stages``): the new
+head on a frozen trunk, then the top of the trunk at a lower learning rate. The best
+weights over both stages (lowest validation loss) are the ones saved.
 
 Each training is also an MLflow run (:mod:`mammo_utils.tracking`): its settings, every
 epoch's metrics, the card and the model; a store that fails costs a warning, never the
@@ -47,7 +48,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mammo_utils import distribute, models, pipeline, tracking
+from mammo_utils import distribute, models, pipeline, tracking, transfer
 from mammo_utils.distribute import choose_strategy
 from mammo_utils.domain import training_range
 from mammo_utils.files import sha256_file
@@ -147,34 +148,13 @@ def _save_portable(model: keras.Model, path: Path) -> None:
     model.save(path)
 
 
-@dataclass(frozen=True)
-class _Stage:
-    """One ``fit`` of a training: which part of a backbone trains, how long, how fast."""
-
-    name: str  # "full", "head" or "finetune"
-    epochs: int
-    learning_rate: float
-
-
-def _stages(config: TrainingConfig) -> list[_Stage]:
-    """From scratch there is nothing to protect: one stage trains everything for all
-    epochs. Pretrained backbones train their head, then fine-tune (if asked)."""
-    if not config.pretrained:
-        return [_Stage("full", config.epochs + config.fine_tune_epochs, config.learning_rate)]
-    stages = [_Stage("head", config.epochs, config.learning_rate)]
-    if config.fine_tune_epochs > 0:
-        stages.append(_Stage("finetune", config.fine_tune_epochs,
-                             config.fine_tune_learning_rate))
-    return stages
-
-
-def _prepare(model: keras.Model, stage: _Stage, config: TrainingConfig,
+def _prepare(model: keras.Model, stage: dict, config: TrainingConfig,
              num_classes: int) -> None:
-    """Freeze what ``stage`` leaves alone and compile with its learning rate (a new
-    optimizer); call under the run's strategy."""
-    if models.backbone_of(model) is not None:
-        models.set_backbone_trainable(model, stage.name, config.fine_tune_fraction)
-    _compile(model, stage.learning_rate, num_classes)
+    """Freeze what ``stage`` (one of ``TrainingConfig.stages()``) leaves alone and compile
+    with its learning rate (a new optimizer); call under the run's strategy."""
+    if models.trunk_layers(model):
+        models.set_backbone_trainable(model, stage["name"], config.fine_tune_fraction)
+    _compile(model, stage["learning_rate"], num_classes)
 
 
 def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint,
@@ -283,7 +263,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     ))
     val_labels = pipeline.encode_labels(val_rows["label"], config.label_scheme, classes)
 
-    stages = _stages(config)
+    stages = config.stages()
     checkpoint = keras.callbacks.ModelCheckpoint(
         str(work_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
         save_weights_only=True,
@@ -293,6 +273,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         build = models.build_two_view_model if manifest.two_view else models.build_model
         model = build(config.architecture, len(classes), image_size,
                       weights=config.weights, dropout=config.dropout, l2=config.l2)
+        lineage = (transfer.initialise_from(model, config.init_from,
+                                            architecture=config.architecture, classes=classes)
+                   if config.init_from else {})
         if where.distributed:
             distribute.synchronize_batch_norm(model)
             distribute.fit_without_symbolic_build(model, strategy)
@@ -301,6 +284,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
                      checkpoint)
     epochs_done = resume.epochs if resume is not None else 0
     first_stage = 0 if resume is None else resume.stage + int(resume.ended)
+    # Where each stage began; a stage finished before a resume began at 0 (there are at
+    # most two stages, and only the first can have finished then).
+    starts = [0] * len(stages)
     for index in range(first_stage, len(stages)):
         resuming = resume if resume is not None and index == resume.stage else None
         if resuming is None:
@@ -310,7 +296,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         else:
             stage_start = resuming.stage_start
         # A stage that early stopping ended runs no more epochs when resumed.
-        end = epochs_done if resuming and resuming.stopped else stage_start + stages[index].epochs
+        starts[index] = stage_start
+        end = (epochs_done if resuming and resuming.stopped
+               else stage_start + stages[index]["epochs"])
         callbacks = _callbacks(work_dir, config, checkpoint, run)
         watched = {"early_stopping": callbacks[0], "reduce_lr": callbacks[1],
                    "checkpoint": checkpoint}
@@ -322,6 +310,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
                       epochs=end, initial_epoch=epochs_done, shuffle=False, verbose=verbose,
                       callbacks=[*callbacks, backup_callback])
         epochs_done = backup_callback.position.epochs
+    for index, stage in enumerate(stages):
+        stage["epochs_run"] = (starts[index + 1] if index + 1 < len(stages)
+                               else epochs_done) - starts[index]
     with warnings.catch_warnings():
         # The checkpoint may hold the other stage's optimizer state; only layers matter here.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -355,7 +346,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         },
         training={
             **config.to_dict(),
-            "stages": ["head", "finetune"] if config.pretrained else ["full"],
+            "stages": stages,
             "epochs_run": len(history),
             "class_weight": (
                 {classes[i]: w for i, w in weights_by_class.items()} if weights_by_class else None
@@ -368,6 +359,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
             "repeatable": repeatable,
             "training_time_s": round(time.perf_counter() - started, 2),
         },
+        lineage=lineage,
         best_epoch=best_epoch,
         validation_metrics=validation_metrics,
         training_range=training_range(manifest.frame, data_dir),
@@ -386,7 +378,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
                        chief=where.chief)
 
 
-def _restore(model: keras.Model, stage: _Stage, config: TrainingConfig, num_classes: int,
+def _restore(model: keras.Model, stage: dict, config: TrainingConfig, num_classes: int,
              backup: Backup, position: Position, checkpoint) -> None:
     """Put ``model`` (under the run's strategy) where the backup left it: ``stage``'s
     frozen layers and optimizer, every variable, and the checkpoint's best so far."""

@@ -48,6 +48,14 @@ class TrainingConfig:
     ``deterministic`` makes TensorFlow's ops deterministic, so one seed gives the
     same weights on the same machine. ``distribute`` is one of :data:`DISTRIBUTE_MODES`;
     ``batch_size`` is per replica, so a step takes ``batch_size`` times the replicas.
+
+    ``init_from`` names a model directory whose convolutional trunk starts this model
+    (:mod:`mammo_utils.transfer`; same architecture and class order, any task and input
+    size). Its weights replace the initial ones, so ``weights`` must be ``"none"``, and
+    the model trains in the same two stages as a pretrained backbone: the new layers on
+    the frozen trunk for ``epochs``, then the top ``fine_tune_fraction`` of the trunk
+    (``1.0``: all of it) for ``fine_tune_epochs`` at ``fine_tune_learning_rate``.
+    :meth:`stages` lists the stages a configuration trains in.
     """
 
     architecture: str = "baseline"
@@ -69,6 +77,7 @@ class TrainingConfig:
     tensorboard: bool = False
     deterministic: bool = True
     distribute: str = "auto"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self._choice("architecture", ARCHITECTURES)
@@ -86,6 +95,18 @@ class TrainingConfig:
                 f"weights must be 'none' for the baseline CNN (it has no pretrained "
                 f"weights), got {self.weights!r}"
             )
+        if isinstance(self.init_from, Path):
+            self._set("init_from", str(self.init_from))
+        if self.init_from is not None:
+            if not isinstance(self.init_from, str) or not self.init_from:
+                raise ValueError(
+                    f"init_from must be a model directory path or None, got {self.init_from!r}"
+                )
+            if self.weights != "none":
+                raise ValueError(
+                    f"init_from {self.init_from!r} gives the trunk its weights: weights must "
+                    f"be 'none', got {self.weights!r}"
+                )
         if self.class_order is not None:
             try:
                 order = check_class_order(self.class_order, self.label_scheme)
@@ -108,6 +129,34 @@ class TrainingConfig:
     def pretrained(self) -> bool:
         """Whether a backbone starts from given weights (and so trains in two stages)."""
         return self.architecture != "baseline" and self.weights != "none"
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether the trunk starts from given weights (pretrained or ``init_from``), so the
+        new layers train first on the frozen trunk."""
+        return self.pretrained or self.init_from is not None
+
+    def stages(self) -> list[dict]:
+        """The training stages in order: ``name`` (the trunk setting of
+        :func:`mammo_utils.models.set_backbone_trainable`), ``trains`` (in words),
+        ``epochs`` and ``learning_rate``. From scratch there is nothing to protect: one
+        ``full`` stage of ``epochs + fine_tune_epochs``."""
+        if not self.two_stage:
+            return [{"name": "full", "trains": "every layer",
+                     "epochs": self.epochs + self.fine_tune_epochs,
+                     "learning_rate": self.learning_rate}]
+        stages = [{"name": "head", "trains": "the new layers only (trunk frozen)",
+                   "epochs": self.epochs, "learning_rate": self.learning_rate}]
+        if self.fine_tune_epochs:
+            fraction = self.fine_tune_fraction
+            share = "all" if fraction == 1 else f"the top {fraction:.0%}"
+            stages.append({
+                "name": "finetune",
+                "trains": f"{share} of the trunk and the new layers "
+                          "(BatchNormalization statistics frozen)",
+                "epochs": self.fine_tune_epochs, "learning_rate": self.fine_tune_learning_rate,
+            })
+        return stages
 
     def to_dict(self) -> dict:
         """The settings as JSON-ready values (``class_order`` a list or None)."""

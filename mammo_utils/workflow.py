@@ -173,12 +173,12 @@ def ensure_processed(
 
 
 def train_model(settings: DataSettings, data_dir: str | Path, config: TrainingConfig, *,
-                verbose: int = 2) -> TrainResult:
+                name: str | None = None, verbose: int = 2) -> TrainResult:
     """Train ``config`` on the processed folder ``data_dir`` into the run's model folder
-    for its architecture (``models/<run>/<architecture>``), replacing what is there."""
+    ``models/<run>/<name>`` (default: the architecture), replacing what is there."""
     from mammo_utils.train import train
 
-    return train(data_dir, settings.workspace.model_dir(config.architecture), config,
+    return train(data_dir, settings.workspace.model_dir(name or config.architecture), config,
                  verbose=verbose)
 
 
@@ -189,3 +189,62 @@ def ensure_model(settings: DataSettings, data_dir: str | Path, config: TrainingC
     if not (model_dir / CARD_FILE).is_file():
         train_model(settings, data_dir, config)
     return model_dir
+
+
+def whole_image_names(architecture: str, source: str) -> tuple[str, str]:
+    """Model folder names of a whole-breast model trained without a patch model
+    (``<architecture>-image``) and of the same one started from the run's patch model
+    ``source`` (``<architecture>-image-from-<source>``)."""
+    return f"{architecture}-image", f"{architecture}-image-from-{source}"
+
+
+def train_whole_image_models(
+    settings: DataSettings, image_dir: str | Path, source: str, *, weights: str = "none",
+    epochs: int, fine_tune_epochs: int, fine_tune_learning_rate: float = 1e-4,
+    batch_size: int = 16, verbose: int = 2,
+) -> dict[str, TrainResult]:
+    """Patch-to-image transfer next to its control, on the whole-breast folder ``image_dir``.
+
+    Trains the architecture of the run's patch model ``source`` (``models/<run>/<source>``)
+    twice on the same budget of ``epochs + fine_tune_epochs`` epochs: started from the
+    patch model's trunk (new layers on the frozen trunk for ``epochs``, then the whole
+    trunk for ``fine_tune_epochs`` at ``fine_tune_learning_rate``), and without it (with
+    ``weights``: from scratch in one stage, or a pretrained backbone in the usual two
+    stages). Same label scheme, class order, batch size and seed as the patch model.
+    Returns the two results by model folder name (:func:`whole_image_names`).
+    """
+    from mammo_utils.model_card import ModelCard
+    from mammo_utils.training_config import TrainingConfig
+
+    source_dir = settings.workspace.model_dir(source)
+    card = ModelCard.load(source_dir)
+    common = {"architecture": card.architecture, "label_scheme": card.label_scheme,
+              "class_order": tuple(card.classes), "batch_size": batch_size,
+              "seed": settings.seed, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs,
+              "fine_tune_learning_rate": fine_tune_learning_rate}
+    control = TrainingConfig(
+        weights=weights if card.architecture != "baseline" else "none", **common)
+    started = TrainingConfig(init_from=str(source_dir), fine_tune_fraction=1.0, **common)
+    names = whole_image_names(card.architecture, source)
+    return {name: train_model(settings, image_dir, config, name=name, verbose=verbose)
+            for name, config in zip(names, (control, started), strict=True)}
+
+
+def evaluation_folder(model_dir: str | Path, data_dir: str | Path) -> Path:
+    """The processed folder to score a model on: ``data_dir`` when it holds the model's
+    task, else the folder the model was trained on (a run's whole-breast models next to
+    its patch models). ``FileNotFoundError`` names the model when neither fits."""
+    from mammo_utils.model_card import ModelCard
+
+    card = ModelCard.load(model_dir)
+    data_dir = Path(data_dir)
+    folder_task = json.loads((data_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("task")
+    if folder_task == card.task:
+        return data_dir
+    manifest = card.data.get("manifest")
+    if manifest and (Path(manifest).parent / CONFIG_FILE).is_file():
+        return Path(manifest).parent
+    raise FileNotFoundError(
+        f"{model_dir}: a {card.task} model cannot be scored on the {folder_task} folder "
+        f"{data_dir}, and the folder it was trained on is gone"
+    )

@@ -33,8 +33,20 @@ def test_baseline_outputs_a_distribution_per_image():
     assert probabilities.shape == (3, 4)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert models.backbone_of(model) is None
-    with pytest.raises(ValueError, match="no backbone"):
-        models.set_backbone_trainable(model, "head")
+    # The baseline's trunk is its convolution blocks: frozen in the head stage (a model
+    # started from another model's trunk), the head left to train.
+    models.set_backbone_trainable(model, "head")
+    trunk = models.trunk_layers(model)
+    assert {layer.name for layer in trunk} >= {"block1_conv1", "block3_bn2"}
+    assert not any(layer.trainable for layer in trunk)
+    assert model.get_layer("dense").trainable and model.get_layer("predictions").trainable
+    models.set_backbone_trainable(model, "finetune", 1.0)
+    assert model.get_layer("block1_conv1").trainable
+    assert not model.get_layer("block1_bn1").trainable
+    inputs = keras.Input((SIZE, SIZE, 1))
+    headless = keras.Model(inputs, keras.layers.Dense(2, name="predictions")(inputs))
+    with pytest.raises(ValueError, match="no trunk"):
+        models.set_backbone_trainable(headless, "head")
 
 
 @pytest.mark.parametrize("architecture", list(_PREPROCESS))

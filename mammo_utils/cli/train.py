@@ -24,15 +24,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True,
                         help="processed folder holding manifest.csv and preprocess_config.json")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
-    parser.add_argument("--model", default=defaults.architecture, choices=ARCHITECTURES,
-                        help=f"architecture (default: {defaults.architecture})")
+    parser.add_argument("--model", default=None, choices=ARCHITECTURES,
+                        help=f"architecture (default: the --init-from model's, else "
+                        f"{defaults.architecture})")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="MODEL_DIR",
+                        help="start from this model's convolutional trunk (same architecture "
+                        "and classes, any task and input size) under new top layers; trains "
+                        "the new layers for --epochs on the frozen trunk, then the top "
+                        "--fine-tune-fraction of the trunk for --fine-tune-epochs; the card "
+                        "records the lineage")
     parser.add_argument("--weights", default=defaults.weights,
                         help="backbone weights: none, imagenet, or a weights file path "
                         "(a Keras *_notop.h5 or a .weights.h5 from save_backbone_weights)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs,
-                        help="epochs (for pretrained backbones: of the head stage)")
+                        help="epochs (pretrained or --init-from: of the head stage)")
     parser.add_argument("--fine-tune-epochs", type=int, default=defaults.fine_tune_epochs,
-                        help="pretrained backbones: epochs fine-tuning the top of the backbone")
+                        help="pretrained or --init-from: epochs fine-tuning the top of the "
+                        "trunk")
     parser.add_argument("--fine-tune-fraction", type=float,
                         default=defaults.fine_tune_fraction,
                         help="share of the backbone's layers unfrozen for fine-tuning")
@@ -84,10 +92,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _architecture(args: argparse.Namespace) -> str:
+    """``--model``, else the ``--init-from`` model's architecture (read from its card
+    alone, without TensorFlow), else the default."""
+    if args.model:
+        return args.model
+    if args.init_from is not None:
+        from mammo_utils.model_card import ModelCard
+
+        return ModelCard.load(args.init_from).architecture
+    return TrainingConfig().architecture
+
+
 def training_config(args: argparse.Namespace) -> TrainingConfig:
     """The :class:`TrainingConfig` the parsed arguments describe (checked on creation)."""
     return TrainingConfig(
-        architecture=args.model, weights=args.weights, epochs=args.epochs,
+        architecture=_architecture(args), weights=args.weights,
+        init_from=None if args.init_from is None else str(args.init_from), epochs=args.epochs,
         batch_size=args.batch_size, label_scheme=args.label_scheme,
         class_order=args.class_order, seed=args.seed, learning_rate=args.learning_rate,
         fine_tune_epochs=args.fine_tune_epochs,

@@ -15,6 +15,7 @@ copy the Keras ``*_notop.h5`` file into the cache, or pass its path (or a file w
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -134,8 +135,34 @@ def _conv_block(x, filters: int, index: int, dropout: float, l2: float):
 _BASELINE_FILTERS: tuple[int, ...] = (32, 64, 128)
 
 
+#: Side, in pixels, at which the baseline's convolution blocks see a patch. The blocks and
+#: their receptive field were sized on 64-pixel patches; a larger patch first passes a
+#: stem of strided convolutions halving it (224 -> 112 -> 56), so a lesion still spans the
+#: last block's receptive field and each epoch costs what a 64-pixel epoch costs.
+BASELINE_BLOCK_SIDE = 64
+
+
+def baseline_stem_steps(image_size: int) -> int:
+    """How many times the baseline's stem halves an ``image_size`` patch (0 at 64 px or
+    below): the halvings that bring it nearest :data:`BASELINE_BLOCK_SIDE`."""
+    return max(0, round(math.log2(image_size / BASELINE_BLOCK_SIDE)))
+
+
+def _stem(x, steps: int, l2: float):
+    """``steps`` strided 3x3 convolutions with batch normalization, each halving the side."""
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for index in range(1, steps + 1):
+        x = keras.layers.Conv2D(
+            _BASELINE_FILTERS[0], 3, strides=2, padding="same", use_bias=False,
+            kernel_regularizer=regularizer, name=f"stem_conv{index}",
+        )(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"stem_bn{index}")(x)
+        x = keras.layers.ReLU(name=f"stem_relu{index}")(x)
+    return x
+
+
 def _baseline(inputs, num_classes: int, dropout: float, l2: float):
-    x = inputs
+    x = _stem(inputs, baseline_stem_steps(inputs.shape[1]), l2)
     for index, width in enumerate(_BASELINE_FILTERS, start=1):
         x = _conv_block(x, width, index, dropout, l2)
     # Max, not average: a lesion may fill a small part of the patch, and averaging over

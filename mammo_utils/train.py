@@ -30,6 +30,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,9 +135,9 @@ def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None
     )
 
 
-def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint) -> list:
+def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint, extra=()) -> list:
     """Early stopping and learning-rate halving on validation loss, the shared best-weights
-    checkpoint, the CSV log (appended across stages) and, if asked, TensorBoard."""
+    checkpoint, the CSV log (appended across stages), if asked TensorBoard, then ``extra``."""
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
@@ -149,7 +150,7 @@ def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint) -> list:
     ]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")))
-    return callbacks
+    return [*callbacks, *extra]
 
 
 def _validation_metrics(model: keras.Model, val_data: tf.data.Dataset, labels: np.ndarray,
@@ -170,13 +171,15 @@ def _validation_metrics(model: keras.Model, val_data: tf.data.Dataset, labels: n
 
 
 def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
-          model_name: str | None = None, verbose: int = 1) -> TrainResult:
+          model_name: str | None = None, verbose: int = 1,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train as ``config`` says on the processed folder ``data_dir``; write ``out_dir``.
 
     The settings are checked when ``config`` is made; a ``class_order`` that does not
     fit the data, or a patient in two splits, raises ``ValueError`` before anything is
     written. ``model_name`` defaults to the folder's name. ``verbose`` is passed to
-    Keras (0: silent, 1: progress bars, 2: one line per epoch).
+    Keras (0: silent, 1: progress bars, 2: one line per epoch). ``callbacks`` are
+    further Keras callbacks for every stage (a learning-curve recorder, say).
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
@@ -225,15 +228,15 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     # From scratch there is nothing to protect: one stage trains everything for all epochs.
     first_stage_epochs = (config.epochs if config.pretrained
                           else config.epochs + config.fine_tune_epochs)
-    model.fit(epochs=first_stage_epochs, callbacks=_callbacks(out_dir, config, checkpoint),
-              **fit)
+    model.fit(epochs=first_stage_epochs,
+              callbacks=_callbacks(out_dir, config, checkpoint, callbacks), **fit)
     if config.pretrained and config.fine_tune_epochs > 0:
         done = len(pd.read_csv(out_dir / HISTORY_FILE))
         with strategy.scope():
             models.set_backbone_trainable(model, "finetune", config.fine_tune_fraction)
             _compile(model, config.fine_tune_learning_rate, len(classes))
         model.fit(epochs=done + config.fine_tune_epochs, initial_epoch=done,
-                  callbacks=_callbacks(out_dir, config, checkpoint), **fit)
+                  callbacks=_callbacks(out_dir, config, checkpoint, callbacks), **fit)
     with warnings.catch_warnings():
         # The checkpoint may hold the other stage's optimizer state; only layers matter here.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

@@ -191,7 +191,7 @@ def plot_learning_curves(
         (line,) = ax.plot(rows["minutes"], rows["val_macro_auc"], marker="o",
                           label=f"{model}: patch macro AUC")
         if "image_malignant_auc" in rows and rows["image_malignant_auc"].notna().any():
-            ax.plot(rows["minutes"], rows["image_malignant_auc"], linestyle="--",
+            ax.plot(rows["minutes"], rows["image_malignant_auc"], linestyle="--", marker="x",
                     color=line.get_color(), label=f"{model}: image malignant AUC")
     if target is not None:
         ax.axhline(target, color="grey", linewidth=1, linestyle=":", label=f"target {target:g}")

@@ -1,8 +1,9 @@
 """``python -m benchmarks``: run every ``bench_*.py`` module and merge their results.
 
-Each module defines ``run(context) -> dict``; its dict is stored under the module's
-short name in ``reports/bench/bench.json`` together with the library versions, so
-speed and memory targets are measured numbers, never asserted in timed tests.
+Each module defines ``run(context) -> dict`` (``context``: ``work``, its scratch folder,
+and ``budget_minutes``, the learning curves' training budget or None); its dict is stored
+under the module's short name in ``reports/bench/bench.json`` together with the library
+versions, so speed and memory targets are measured numbers, never asserted in timed tests.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("data/bench"),
                         help="scratch folder for generated inputs (reused between runs)")
     parser.add_argument("--only", nargs="*", default=None, help="module short names to run")
+    parser.add_argument("--budget-minutes", type=float, default=None,
+                        help="training minutes per model for the learning curves "
+                             "(default: bench_learning's own, 15)")
     args = parser.parse_args()
 
     results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -41,7 +45,8 @@ def main() -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         started = time.perf_counter()
         try:
-            results[short] = module.run({"work": args.work / short})
+            results[short] = module.run({"work": args.work / short,
+                                         "budget_minutes": args.budget_minutes})
         except Exception as exc:  # a failing benchmark is reported, the others still run
             failed.append(short)
             results[short] = {"error": f"{type(exc).__name__}: {exc}"}

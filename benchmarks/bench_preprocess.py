@@ -148,7 +148,8 @@ def _runs(paths: list[Path], index: Path) -> dict[str, Callable[[Path], object]]
     }
     configs = {
         "image_task": PreprocessConfig(task="image", size=SIZE),
-        "roi_task": PreprocessConfig(task="roi", size=SIZE, normal_per_image=NORMAL_PER_IMAGE),
+        "roi_task": PreprocessConfig(task="roi", size=SIZE, normal_per_image=NORMAL_PER_IMAGE,
+                                     patches_per_lesion=1),
     }
     for task, config in configs.items():
         for workers in WORKERS:

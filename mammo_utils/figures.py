@@ -176,6 +176,31 @@ def plot_training_curves(
     return fig
 
 
+def plot_learning_curves(
+    curves: pd.DataFrame, *, target: float | None = None, title: str = "",
+    ax: Axes | None = None,
+) -> Figure:
+    """Validation AUC against minutes of training, one line per ``model``.
+
+    ``curves`` has columns ``model``, ``minutes`` and ``val_macro_auc``, and optionally
+    ``image_malignant_auc`` (drawn dashed in the model's colour). ``target`` draws a
+    horizontal line at that AUC.
+    """
+    ax = _axes(ax, (6.0, 4.0))
+    for model, rows in curves.groupby("model", sort=False):
+        (line,) = ax.plot(rows["minutes"], rows["val_macro_auc"], marker="o",
+                          label=f"{model}: patch macro AUC")
+        if "image_malignant_auc" in rows and rows["image_malignant_auc"].notna().any():
+            ax.plot(rows["minutes"], rows["image_malignant_auc"], linestyle="--", marker="x",
+                    color=line.get_color(), label=f"{model}: image malignant AUC")
+    if target is not None:
+        ax.axhline(target, color="grey", linewidth=1, linestyle=":", label=f"target {target:g}")
+    ax.set(xlabel="minutes of training", ylabel="validation ROC-AUC", ylim=(0.0, 1.0),
+           title=title or "Learning curves")
+    ax.legend(loc="lower right", fontsize="small")
+    return ax.figure
+
+
 def _thumbnail(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:

@@ -20,6 +20,7 @@ copy the Keras ``*_notop.h5`` file into the cache, or pass its path (or a file w
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -142,8 +143,38 @@ def _conv_block(x, filters: int, index: int, dropout: float, l2: float):
 _BASELINE_FILTERS: tuple[int, ...] = (32, 64, 128)
 
 
-def _baseline_trunk(x, dropout: float, l2: float):
-    """The baseline's convolution blocks: ``[size, size, 1]`` -> its last feature map."""
+#: Side, in pixels, at which the baseline's convolution blocks see a patch. The blocks and
+#: their receptive field were sized on 64-pixel patches; a larger patch first passes a
+#: stem of strided convolutions halving it (224 -> 112 -> 56), so a lesion still spans the
+#: last block's receptive field and each epoch costs what a 64-pixel epoch costs.
+BASELINE_BLOCK_SIDE = 64
+
+
+def baseline_stem_steps(image_size: int) -> int:
+    """How many times the baseline's stem halves an ``image_size`` patch (0 at 64 px or
+    below): the halvings that bring it nearest :data:`BASELINE_BLOCK_SIDE`."""
+    return max(0, round(math.log2(image_size / BASELINE_BLOCK_SIDE)))
+
+
+def _stem(x, steps: int, l2: float):
+    """``steps`` strided 3x3 convolutions with batch normalization, each halving the side."""
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for index in range(1, steps + 1):
+        x = keras.layers.Conv2D(
+            _BASELINE_FILTERS[0], 3, strides=2, padding="same", use_bias=False,
+            kernel_regularizer=regularizer, name=f"stem_conv{index}",
+        )(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"stem_bn{index}")(x)
+        x = keras.layers.ReLU(name=f"stem_relu{index}")(x)
+    return x
+
+
+def _baseline_trunk(x, dropout: float, l2: float, stem_steps: int | None = None):
+    """The baseline's stem and convolution blocks: ``[size, size, 1]`` -> its last
+    feature map. ``stem_steps`` defaults to :func:`baseline_stem_steps` of the input side
+    (a model started from a patch model's trunk keeps that model's stem instead)."""
+    steps = baseline_stem_steps(x.shape[1]) if stem_steps is None else stem_steps
+    x = _stem(x, steps, l2)
     for index, width in enumerate(_BASELINE_FILTERS, start=1):
         x = _conv_block(x, width, index, dropout, l2)
     return x
@@ -248,11 +279,12 @@ def _check_model_arguments(architecture: str, num_classes: int, weights) -> None
         raise ValueError("the baseline CNN has no pretrained weights; use weights='none'")
 
 
-def _trunk(inputs, architecture: str, image_size: int, weights, dropout: float, l2: float):
+def _trunk(inputs, architecture: str, image_size: int, weights, dropout: float, l2: float,
+           stem_steps: int | None = None):
     """The trunk's layers applied to ``inputs``: the one definition both the single-view
     model (inline) and :func:`build_trunk` (nested) use, so their layer names agree."""
     if architecture == "baseline":
-        return _baseline_trunk(inputs, dropout, l2)
+        return _baseline_trunk(inputs, dropout, l2, stem_steps)
     return _transfer_trunk(inputs, architecture, image_size, weights)
 
 
@@ -270,17 +302,19 @@ def build_model(
     weights: str | Path = "none",
     dropout: float = 0.3,
     l2: float = 1e-4,
+    stem_steps: int | None = None,
 ) -> keras.Model:
     """A classifier taking ``[batch, image_size, image_size, 1]`` in [0, 1].
 
     ``weights`` applies to backbones: ``"none"`` (random), ``"imagenet"`` (Keras cache or
     download; fails fast offline) or the path of a backbone weights file (a Keras
     ``*_notop.h5`` or a ``.weights.h5`` from :func:`save_backbone_weights`).
-    The trunk's layers (:func:`build_trunk`) sit inline, then ``global_pool`` and the head.
+    ``stem_steps`` (baseline only) overrides :func:`baseline_stem_steps`. The trunk's
+    layers (:func:`build_trunk`) sit inline, then ``global_pool`` and the head.
     """
     _check_model_arguments(architecture, num_classes, weights)
     inputs = keras.Input((image_size, image_size, 1), name="image")
-    features = _trunk(inputs, architecture, image_size, weights, dropout, l2)
+    features = _trunk(inputs, architecture, image_size, weights, dropout, l2, stem_steps)
     pooled = _global_pool(architecture)(features)
     outputs = _head(pooled, architecture, num_classes, dropout, l2)
     return keras.Model(inputs, outputs, name=architecture)
@@ -293,6 +327,7 @@ def build_trunk(
     weights: str | Path = "none",
     dropout: float = 0.3,
     l2: float = 1e-4,
+    stem_steps: int | None = None,
 ) -> keras.Model:
     """The convolutional trunk alone, as a model named :data:`TRUNK_LAYER`:
     ``[batch, image_size, image_size, 1]`` in [0, 1] -> the last feature map.
@@ -304,7 +339,7 @@ def build_trunk(
     """
     _check_model_arguments(architecture, 2, weights)
     inputs = keras.Input((image_size, image_size, 1), name="view")
-    features = _trunk(inputs, architecture, image_size, weights, dropout, l2)
+    features = _trunk(inputs, architecture, image_size, weights, dropout, l2, stem_steps)
     return keras.Model(inputs, features, name=TRUNK_LAYER)
 
 
@@ -316,6 +351,7 @@ def build_two_view_model(
     weights: str | Path = "none",
     dropout: float = 0.3,
     l2: float = 1e-4,
+    stem_steps: int | None = None,
 ) -> keras.Model:
     """A breast classifier: inputs ``cc`` and ``mlo`` (each ``[batch, image_size,
     image_size, 1]`` in [0, 1]) through one shared trunk, features joined, one head.
@@ -329,7 +365,8 @@ def build_two_view_model(
     ``single_view: duplicate``) is still a valid input.
     """
     _check_model_arguments(architecture, num_classes, weights)
-    trunk = build_trunk(architecture, image_size, weights=weights, dropout=dropout, l2=l2)
+    trunk = build_trunk(architecture, image_size, weights=weights, dropout=dropout, l2=l2,
+                        stem_steps=stem_steps)
     pool = _global_pool(architecture)
     inputs = {view: keras.Input((image_size, image_size, 1), name=view) for view in VIEW_INPUTS}
     pooled = [pool(trunk(inputs[view])) for view in VIEW_INPUTS]
@@ -359,13 +396,13 @@ def backbone_of(model: keras.Model) -> keras.Model | None:
 
 def trunk_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The layers of the convolutional trunk: the nested backbone's, or the baseline's
-    convolution blocks (``block*``, inside the shared trunk of a two-view model); empty
-    when the model has neither."""
+    stem and convolution blocks (``stem*``, ``block*``, inside the shared trunk of a
+    two-view model); empty when the model has neither."""
     backbone = backbone_of(model)
     if backbone is not None:
         return list(backbone.layers)
     holder = trunk_of(model) or model
-    return [layer for layer in holder.layers if layer.name.startswith("block")]
+    return [layer for layer in holder.layers if layer.name.startswith(("stem", "block"))]
 
 
 def set_backbone_trainable(

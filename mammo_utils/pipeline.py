@@ -173,14 +173,22 @@ def decode_png(path: tf.Tensor, image_size: int) -> tf.Tensor:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random geometric and intensity changes for training batches."""
+    """Random geometric and intensity changes for training batches.
+
+    The defaults change geometry only (flips, rotation, a zoom of up to 10 %): a lesion's
+    contrast with its surroundings and its size are what tell the classes apart, and a
+    random contrast of +-20 %, a brightness shift of 0.1 and a zoom of 20 % blurred them
+    (at the real working scale, seed 3: validation macro ROC-AUC 0.77 with them, 0.85
+    without; README, "Training at the real working scale"). Ask for intensity changes
+    explicitly (``brightness``, ``contrast``) where scanners differ in them.
+    """
 
     rotation_degrees: float = 20.0
-    zoom: float = 0.2
+    zoom: float = 0.1
     horizontal_flip: bool = True
     vertical_flip: bool = True
-    brightness: float = 0.1
-    contrast: float = 0.2
+    brightness: float = 0.0
+    contrast: float = 0.0
 
     @classmethod
     def none(cls) -> Augmentation:

@@ -40,6 +40,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,10 +159,10 @@ def _prepare(model: keras.Model, stage: dict, config: TrainingConfig,
 
 
 def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint,
-               run: tracking.TrackedRun) -> list:
+               run: tracking.TrackedRun, extra=()) -> list:
     """Early stopping and learning-rate halving on validation loss, the shared best-weights
-    checkpoint, the CSV log (appended across stages), the tracked run's per-epoch metrics
-    and, if asked, TensorBoard."""
+    checkpoint, the CSV log (appended across stages), the tracked run's per-epoch metrics,
+    if asked TensorBoard, then ``extra``."""
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
@@ -175,7 +176,7 @@ def _callbacks(out_dir: Path, config: TrainingConfig, checkpoint,
     ]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")))
-    return callbacks
+    return [*callbacks, *extra]
 
 
 def _validation_metrics(model: keras.Model, val_data: tf.data.Dataset, labels: np.ndarray,
@@ -196,13 +197,15 @@ def _validation_metrics(model: keras.Model, val_data: tf.data.Dataset, labels: n
 
 
 def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
-          model_name: str | None = None, verbose: int = 1) -> TrainResult:
+          model_name: str | None = None, verbose: int = 1,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train as ``config`` says on the processed folder ``data_dir``; write ``out_dir``.
 
     The settings are checked when ``config`` is made; a ``class_order`` that does not
     fit the data, or a patient in two splits, raises ``ValueError`` before anything is
     written. ``model_name`` defaults to the folder's name. ``verbose`` is passed to
-    Keras (0: silent, 1: progress bars, 2: one line per epoch).
+    Keras (0: silent, 1: progress bars, 2: one line per epoch). ``callbacks`` are
+    further Keras callbacks for every stage (a learning-curve recorder, say).
 
     A backup of an unfinished training in ``out_dir`` (a killed run) is resumed from its
     last finished epoch; one made with other settings or data raises
@@ -272,7 +275,9 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         # A breast manifest (CC and MLO per row) trains the two-view model.
         build = models.build_two_view_model if manifest.two_view else models.build_model
         model = build(config.architecture, len(classes), image_size,
-                      weights=config.weights, dropout=config.dropout, l2=config.l2)
+                      weights=config.weights, dropout=config.dropout, l2=config.l2,
+                      stem_steps=transfer.stem_steps_of(config.init_from)
+                      if config.init_from else None)
         lineage = (transfer.initialise_from(model, config.init_from,
                                             architecture=config.architecture, classes=classes)
                    if config.init_from else {})
@@ -299,8 +304,8 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         starts[index] = stage_start
         end = (epochs_done if resuming and resuming.stopped
                else stage_start + stages[index]["epochs"])
-        callbacks = _callbacks(work_dir, config, checkpoint, run)
-        watched = {"early_stopping": callbacks[0], "reduce_lr": callbacks[1],
+        stage_callbacks = _callbacks(work_dir, config, checkpoint, run, callbacks)
+        watched = {"early_stopping": stage_callbacks[0], "reduce_lr": stage_callbacks[1],
                    "checkpoint": checkpoint}
         backup_callback = BackupCallback(backup, index, stage_start, watched, restore=resuming)
         # The stream restarts with each stage; a resumed one skips what was drawn.
@@ -308,7 +313,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
         with strategy.scope():
             model.fit(train_data(drawn), validation_data=val_data, steps_per_epoch=steps,
                       epochs=end, initial_epoch=epochs_done, shuffle=False, verbose=verbose,
-                      callbacks=[*callbacks, backup_callback])
+                      callbacks=[*stage_callbacks, backup_callback])
         epochs_done = backup_callback.position.epochs
     for index, stage in enumerate(stages):
         stage["epochs_run"] = (starts[index + 1] if index + 1 < len(stages)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import keras
 
+from mammo_utils import models
 from mammo_utils.files import sha256_file
-from mammo_utils.model_card import CARD_FILE, load_model_dir
+from mammo_utils.model_card import CARD_FILE, ModelCard, load_model_dir
 
 #: Layers of the classification head, by name: learned anew, never copied.
 HEAD_LAYERS: frozenset[str] = frozenset({"global_pool", "dense", "head_dropout", "predictions"})
@@ -92,6 +93,16 @@ def copy_trunk_weights(source: keras.Model, target: keras.Model) -> list[str]:
     for name in names:
         target_layers[name].set_weights(source_layers[name].get_weights())
     return names
+
+
+def stem_steps_of(source_dir: str | Path) -> int | None:
+    """The stem a baseline started from ``source_dir`` keeps: as many halvings as the
+    source's stem made at its own input size (its blocks learned features at that scale,
+    whatever size the new model takes), from its card alone; ``None`` for a backbone."""
+    card = ModelCard.load(source_dir)
+    if card.architecture != "baseline":
+        return None
+    return models.baseline_stem_steps(card.image_size)
 
 
 def initialise_from(model: keras.Model, source_dir: str | Path, *, architecture: str,

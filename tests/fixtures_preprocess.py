@@ -144,7 +144,7 @@ def synthetic_roi_data(synthetic_ingest, tmp_path_factory) -> Path:
     """Processed folder of the synthetic set, ``roi`` task at smoke settings (64 @ 320x256)."""
     out = tmp_path_factory.mktemp("processed") / f"roi-{SMOKE_SIZE}"
     config = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
-                              normal_per_image=1, seed=0)
+                              normal_per_image=1, patches_per_lesion=1, seed=0)
     run_preprocess(_interim_dir(synthetic_ingest) / "index.csv", out, config, progress=False)
     return out
 

@@ -168,3 +168,32 @@ def permuted_known_answer_model(known_answer_roi_data, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("models") / "permuted_baseline"
     return train(known_answer_roi_data, out, PERMUTED_CONFIG, verbose=0)
+
+
+#: The real-scale known answer: the issue's commands, every setting at its default
+#: (224-pixel patches cut at 1152x896, the default recipe). ``mammo synth --patients 40
+#: --seed 11``, ``mammo ingest cbis-ddsm``, ``mammo preprocess --task roi``, ``mammo train
+#: --seed REAL_SCALE_TRAIN_SEED``.
+REAL_SCALE_SYNTH_ARGS = ("--patients", "40", "--seed", "11")
+REAL_SCALE_TRAIN_SEED = 1
+
+
+@pytest.fixture(scope="session")
+def real_scale_baseline(tmp_path_factory):
+    """The baseline trained by the issue's commands at the real working scale, through the
+    ``mammo`` CLI with its defaults (about 4 min on 2 idle cores); its model card."""
+    from mammo_utils.cli import main as mammo
+    from mammo_utils.model_card import ModelCard
+
+    root = tmp_path_factory.mktemp("real_scale")
+    steps = [
+        ["synth", "--out", str(root / "raw"), "--quiet", *REAL_SCALE_SYNTH_ARGS],
+        ["ingest", "cbis-ddsm", "--root", str(root / "raw"), "--out", str(root / "interim")],
+        ["preprocess", "--index", str(root / "interim" / "index.csv"), "--task", "roi",
+         "--out", str(root / "roi"), "--workers", "2"],
+        ["train", "--data", str(root / "roi"), "--out", str(root / "baseline"),
+         "--model", "baseline", "--weights", "none", "--seed", str(REAL_SCALE_TRAIN_SEED)],
+    ]
+    for argv in steps:
+        assert mammo(argv) == 0, argv
+    return ModelCard.load(root / "baseline")

@@ -77,6 +77,8 @@ def test_plot_functions_write_no_file(case, tmp_path, monkeypatch):
         figures.plot_reliability(y, proba),
         figures.plot_training_curves(history),
         figures.plot_confident_mistakes(table, CLASSES),
+        figures.plot_learning_curves(pd.DataFrame(
+            {"model": ["baseline"] * 2, "minutes": [1.0, 2.0], "val_macro_auc": [0.6, 0.8]})),
     ]
     assert all(isinstance(fig, Figure) and fig.axes for fig in drawn)
     assert list(tmp_path.iterdir()) == []
@@ -97,3 +99,21 @@ def test_precision_recall_legend_gives_average_precision_not_trapezoid_area(case
         assert f"AP {ap:.3f}," in label
         differs += f"{ap:.3f}" != f"{auc(recall, precision):.3f}"
     assert differs >= 2
+
+
+def test_learning_curves_draw_each_model_into_the_given_ax():
+    """One solid line per model (and a dashed one where the image level was measured),
+    with the target, into the caller's ax."""
+    curves = pd.DataFrame({
+        "model": ["baseline", "baseline", "mobilenetv2", "mobilenetv2"],
+        "minutes": [1.0, 2.0, 1.5, 3.0],
+        "val_macro_auc": [0.6, 0.8, 0.5, 0.7],
+        "image_malignant_auc": [0.7, 0.9, None, None],
+    })
+    fig = Figure()
+    ax = fig.subplots()
+    assert figures.plot_learning_curves(curves, target=0.85, ax=ax) is fig
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["baseline: patch macro AUC", "baseline: image malignant AUC",
+                      "mobilenetv2: patch macro AUC", "target 0.85"]
+    assert list(ax.get_lines()[0].get_xdata()) == [1.0, 2.0]

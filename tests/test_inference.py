@@ -237,7 +237,7 @@ def tiny_processed(tmp_path_factory):
     configs = {
         "image": PreprocessConfig(task="image", size=PATCH, seed=0),
         "roi": PreprocessConfig(task="roi", size=PATCH, working_size=WORKING,
-                                normal_per_image=2, seed=0),
+                                normal_per_image=2, patches_per_lesion=1, seed=0),
     }
     folders = {}
     for task, config in configs.items():

@@ -49,6 +49,20 @@ def test_baseline_outputs_a_distribution_per_image():
         models.set_backbone_trainable(headless, "head")
 
 
+@pytest.mark.parametrize(("image_size", "steps", "block_side"),
+                         [(32, 0, 32), (64, 0, 64), (96, 1, 48), (128, 1, 64), (224, 2, 56)])
+def test_baseline_stem_brings_a_patch_near_the_blocks_side(image_size, steps, block_side):
+    """The baseline's blocks see a patch at about 64 pixels whatever its size: at 224 two
+    strided stem convolutions halve it twice (so the blocks' receptive field still spans a
+    lesion, and an epoch costs what a 64-pixel epoch costs); at 64 or below there is no stem,
+    so the toy-scale model is unchanged."""
+    assert models.baseline_stem_steps(image_size) == steps
+    model = models.build_model("baseline", 4, image_size)
+    stem = [layer.name for layer in model.layers if layer.name.startswith("stem_conv")]
+    assert stem == [f"stem_conv{index}" for index in range(1, steps + 1)]
+    assert model.get_layer("block1_conv1").input.shape[1] == block_side
+
+
 @pytest.mark.parametrize("architecture", list(_PREPROCESS))
 def test_backbone_builds_preprocesses_like_keras_and_trains_a_step(architecture):
     model = models.build_model(architecture, 3, SIZE, weights="none")

@@ -135,6 +135,18 @@ def test_no_augmentation_passes_images_through_unchanged(known_answer_roi_data):
     assert not np.array_equal(pipeline.Augmentation()(image, seed), image)
 
 
+def test_default_augmentation_keeps_intensities():
+    """The default augmentation moves pixels but never changes their values: a uniform
+    patch stays uniform (lesion contrast tells the classes apart), while an asked-for
+    brightness or contrast change does alter it."""
+    image = tf.fill([32, 32, 1], 0.4)
+    seeds = [tf.constant([number, 7], tf.int64) for number in range(5)]
+    for seed in seeds:
+        np.testing.assert_allclose(pipeline.Augmentation()(image, seed), image, atol=1e-6)
+    bright = pipeline.Augmentation(brightness=0.1, contrast=0.2)
+    assert any(not np.allclose(bright(image, seed), image) for seed in seeds)
+
+
 def _first_pass(data_dir, global_seed: int, balance: str = "class_weight",
                 shard: tuple[int, int] = (0, 1)) -> list[bytes]:
     """The training images of the first pass over the split (or a shard of it), in the

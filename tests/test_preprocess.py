@@ -26,9 +26,9 @@ from mammo_utils.preprocess.workers import chunk_jobs
 from mammo_utils.reader import read_image
 
 ROI = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
-                       normal_per_image=3, seed=0)
+                       normal_per_image=3, patches_per_lesion=1, seed=0)
 ROI_NO_JITTER = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
-                                 normal_per_image=3, jitter=0, seed=0)
+                                 normal_per_image=3, patches_per_lesion=1, jitter=0, seed=0)
 
 
 @pytest.fixture()
@@ -177,7 +177,7 @@ def test_other_settings_in_same_folder_are_refused(tiny, tmp_path):
     index, _ = tiny
     run_preprocess(index, tmp_path / "out", ROI, progress=False)
     other = PreprocessConfig(task="roi", size=SMOKE_SIZE, working_size=SMOKE_WORKING_SIZE,
-                             normal_per_image=3, seed=1)
+                             normal_per_image=3, patches_per_lesion=1, seed=1)
     with pytest.raises(ValueError, match="seed"):
         run_preprocess(index, tmp_path / "out", other, progress=False)
 

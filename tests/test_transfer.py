@@ -40,6 +40,7 @@ from mammo_utils.transfer import (
     TransferError,
     copy_trunk_weights,
     initialise_from,
+    stem_steps_of,
     trunk_layers,
 )
 from mammo_utils.workflow import DataSettings, evaluation_folder
@@ -95,6 +96,22 @@ def test_baseline_trunk_copies_from_patch_to_whole_image_size(tmp_path):
     assert lineage["source_model"] == "patch" and lineage["source_task"] == "roi"
     assert lineage["source_card_sha256"] == sha256_file(folder / CARD_FILE)
     assert lineage["source_architecture"] == "baseline" and lineage["source_image_size"] == 32
+
+
+def test_a_baseline_started_from_a_patch_model_keeps_its_stem(tmp_path):
+    """The blocks learned their features at the patch model's scale: a whole-image
+    baseline started from it keeps that stem depth, whatever its own input size."""
+    source = _randomised(models.build_model("baseline", 4, 128), seed=2)  # one stem step
+    folder = _save(tmp_path / "patch", source, architecture="baseline", size=128, task="image")
+    assert stem_steps_of(folder) == 1
+    scratch = models.build_model("baseline", 4, 512)
+    assert {layer.name for layer in scratch.layers} >= {"stem_conv3"}  # 512 -> 64
+    target = models.build_model("baseline", 4, 512, stem_steps=stem_steps_of(folder))
+    names = {layer.name for layer in target.layers}
+    assert "stem_conv1" in names and "stem_conv2" not in names
+    lineage = initialise_from(target, folder, architecture="baseline", classes=FOUR)
+    assert "stem_conv1" in lineage["layers_copied"]
+    _assert_trunk_equal(source, target, ["stem_conv1", "stem_bn1", "block3_conv2"])
 
 
 def test_backbone_trunk_copies_at_another_input_size():

@@ -115,13 +115,12 @@ def grad_cam_function(model, size: int) -> GradCam | None:
         inputs = ([tf.convert_to_tensor(view) for view in batch] if views > 1
                   else tf.convert_to_tensor(batch))
         probabilities, maps = graph(inputs)
-        heats = [heat[0].numpy() for heat in maps]
+        # Resized first, then scaled by the common peak, so the brightest pixel is 1
+        # (linear upsampling rarely lands on a coarse cell's centre).
+        heats = [cv2.resize(heat[0].numpy().astype(np.float32), (size, size),
+                            interpolation=cv2.INTER_LINEAR) for heat in maps]
         peak = max(float(heat.max()) for heat in heats)
-        heats = [
-            cv2.resize((heat / peak if peak > 0 else np.zeros_like(heat)).astype(np.float32),
-                       (size, size), interpolation=cv2.INTER_LINEAR)
-            for heat in heats
-        ]
+        heats = [heat / peak if peak > 0 else np.zeros_like(heat) for heat in heats]
         return (np.asarray(probabilities[0], dtype=np.float64),
                 heats[0] if views == 1 else np.stack(heats))
 

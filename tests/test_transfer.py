@@ -80,7 +80,8 @@ def _assert_trunk_equal(source: keras.Model, target: keras.Model, names: list[st
 def test_baseline_trunk_copies_from_patch_to_whole_image_size(tmp_path):
     source = _randomised(models.build_model("baseline", 4, 32), seed=1)
     folder = _save(tmp_path / "patch", source, architecture="baseline", size=32)
-    target = models.build_model("baseline", 4, 96)  # a larger, whole-breast input
+    # a larger, whole-breast input, keeping the patch model's stem (none at 32 px)
+    target = models.build_model("baseline", 4, 96, stem_steps=stem_steps_of(folder))
     head_before = target.get_layer("predictions").get_weights()
 
     lineage = initialise_from(target, folder, architecture="baseline", classes=FOUR)

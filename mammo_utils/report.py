@@ -47,7 +47,7 @@ from mammo_utils import tracking
 from mammo_utils.comparison import COMPARISON_FILE
 from mammo_utils.provenance import data_source_text
 from mammo_utils.versions import library_versions
-from mammo_utils.workspace import Workspace
+from mammo_utils.workspace import Workspace, whole_image_names
 
 logger = logging.getLogger(__name__)
 
@@ -128,39 +128,56 @@ def plan_parameters(
     return plan, problems
 
 
-#: The notebook that trains whole-breast models from a patch model of the run, and the
-#: notebooks whose models it may start from (notebook 03 trains ``baseline``).
-_WHOLE_IMAGE_NOTEBOOK = "04_transfer_learning"
+#: The notebook that trains whole-breast and two-view models from models of the run, and
+#: the notebook whose model they may also start from (notebook 03 trains ``baseline``).
+_TRANSFER_NOTEBOOK = "04_transfer_learning"
 _BASELINE_NOTEBOOK = "03_baseline_cnn"
+#: The transfer notebook's parameters that say which stages run and what they start from.
+_STAGE_PARAMETERS = ("backbones", "whole_image_size", "whole_image_from", "two_view_size",
+                     "two_view_from")
+
+
+def _unwired(parameter: str, source, kind: str, trained: list[str]) -> list[str]:
+    """The problem of a stage starting from ``source`` when the run does not train it."""
+    if source in trained:
+        return []
+    return [f"{_TRANSFER_NOTEBOOK}: {parameter} {source!r} is not {kind} this run trains "
+            f"(it trains {', '.join(sorted(trained)) or 'none'})"]
 
 
 def wiring_problems(notebooks: list[Path], plan: dict[str, dict[str, Any]]) -> list[str]:
     """Stages that start from a model no earlier stage of the run trains.
 
     ``plan`` is :func:`plan_parameters`' first result; a parameter a notebook is not
-    given keeps its declared default. A run whose whole-image stage names a patch model
-    the run does not train would fail hours in, so :func:`run_report` refuses it first.
+    given keeps its declared default. The whole-image stage must start from a patch
+    model of the run (notebook 03's baseline or a backbone of notebook 04); the two-view
+    stage, when ``two_view_from`` is not empty, from one of those or from a whole-image
+    model of the run (:func:`~mammo_utils.workspace.whole_image_names`). A run that
+    names a model it does not train would fail hours in, so :func:`run_report` refuses
+    it first.
     """
     by_stem = {nb.stem: nb for nb in notebooks}
-    if _WHOLE_IMAGE_NOTEBOOK not in by_stem:
+    if _TRANSFER_NOTEBOOK not in by_stem:
         return []
-    notebook = by_stem[_WHOLE_IMAGE_NOTEBOOK]
+    notebook = by_stem[_TRANSFER_NOTEBOOK]
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
     values = {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()
-              if name in ("backbones", "whole_image_size", "whole_image_from")}
+              if name in _STAGE_PARAMETERS}
     values |= {k: v for k, v in plan[notebook.name].items() if k in values}
-    if not values.get("whole_image_size"):
-        return []
-    trained = set(values.get("backbones") or [])
+    trained = list(values.get("backbones") or [])
     if _BASELINE_NOTEBOOK in by_stem:
-        trained.add("baseline")
-    source = values.get("whole_image_from")
-    if source not in trained:
-        return [f"{_WHOLE_IMAGE_NOTEBOOK}: whole_image_from {source!r} is not a patch model "
-                f"this run trains (it trains {', '.join(sorted(trained)) or 'none'})"]
-    return []
+        trained.append("baseline")
+    problems = []
+    if values.get("whole_image_size"):
+        source = values.get("whole_image_from")
+        problems += _unwired("whole_image_from", source, "a patch model", trained)
+        if source in trained:
+            trained += whole_image_names(source, source)
+    if values.get("two_view_size") and values.get("two_view_from"):
+        problems += _unwired("two_view_from", values["two_view_from"], "a model", trained)
+    return problems
 
 
 def notebook_to_html(notebook: str | Path, html_path: str | Path) -> Path:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from mammo_utils.ingest import HEADER_CACHE_FILE, INDEX_FILE
 from mammo_utils.model_card import CARD_FILE
 from mammo_utils.preprocess import CONFIG_FILE
-from mammo_utils.workspace import Workspace
+from mammo_utils.workspace import Workspace, two_view_name, whole_image_names
 
 if TYPE_CHECKING:
     from mammo_utils.ingest import IngestResult
@@ -191,11 +191,42 @@ def ensure_model(settings: DataSettings, data_dir: str | Path, config: TrainingC
     return model_dir
 
 
-def whole_image_names(architecture: str, source: str) -> tuple[str, str]:
-    """Model folder names of a whole-breast model trained without a patch model
-    (``<architecture>-image``) and of the same one started from the run's patch model
-    ``source`` (``<architecture>-image-from-<source>``)."""
-    return f"{architecture}-image", f"{architecture}-image-from-{source}"
+def _started_settings(
+    settings: DataSettings, source: str, *, epochs: int, fine_tune_epochs: int,
+    fine_tune_learning_rate: float, batch_size: int,
+) -> tuple[Path, dict]:
+    """The run's model ``source`` (its folder) and the :class:`TrainingConfig` fields a
+    model started from it shares with its control: the source's architecture, label
+    scheme and class order, the run's seed, and the budget of ``epochs`` (new layers
+    on the frozen trunk) then ``fine_tune_epochs`` (everything at
+    ``fine_tune_learning_rate``)."""
+    from mammo_utils.model_card import ModelCard
+
+    source_dir = settings.workspace.model_dir(source)
+    card = ModelCard.load(source_dir)
+    return source_dir, {
+        "architecture": card.architecture, "label_scheme": card.label_scheme,
+        "class_order": tuple(card.classes), "batch_size": batch_size, "seed": settings.seed,
+        "epochs": epochs, "fine_tune_epochs": fine_tune_epochs,
+        "fine_tune_learning_rate": fine_tune_learning_rate,
+    }
+
+
+def _started_from(source_dir: Path, common: dict) -> TrainingConfig:
+    """The configuration that starts from ``source_dir``'s trunk and, after the new
+    layers, fine-tunes all of it (:func:`_started_settings` gives ``common``)."""
+    from mammo_utils.training_config import TrainingConfig
+
+    return TrainingConfig(init_from=str(source_dir), fine_tune_fraction=1.0, **common)
+
+
+def _without_source(weights: str, common: dict) -> TrainingConfig:
+    """The configuration of the same model without a source model of the run: from
+    ``weights`` (a baseline has none to take), in the usual stages."""
+    from mammo_utils.training_config import TrainingConfig
+
+    return TrainingConfig(
+        weights=weights if common["architecture"] != "baseline" else "none", **common)
 
 
 def train_whole_image_models(
@@ -213,21 +244,45 @@ def train_whole_image_models(
     stages). Same label scheme, class order, batch size and seed as the patch model.
     Returns the two results by model folder name (:func:`whole_image_names`).
     """
-    from mammo_utils.model_card import ModelCard
-    from mammo_utils.training_config import TrainingConfig
-
-    source_dir = settings.workspace.model_dir(source)
-    card = ModelCard.load(source_dir)
-    common = {"architecture": card.architecture, "label_scheme": card.label_scheme,
-              "class_order": tuple(card.classes), "batch_size": batch_size,
-              "seed": settings.seed, "epochs": epochs, "fine_tune_epochs": fine_tune_epochs,
-              "fine_tune_learning_rate": fine_tune_learning_rate}
-    control = TrainingConfig(
-        weights=weights if card.architecture != "baseline" else "none", **common)
-    started = TrainingConfig(init_from=str(source_dir), fine_tune_fraction=1.0, **common)
-    names = whole_image_names(card.architecture, source)
+    source_dir, common = _started_settings(
+        settings, source, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+        fine_tune_learning_rate=fine_tune_learning_rate, batch_size=batch_size)
+    configs = (_without_source(weights, common), _started_from(source_dir, common))
+    names = whole_image_names(common["architecture"], source)
     return {name: train_model(settings, image_dir, config, name=name, verbose=verbose)
-            for name, config in zip(names, (control, started), strict=True)}
+            for name, config in zip(names, configs, strict=True)}
+
+
+def train_two_view_model(
+    settings: DataSettings, size: int, source: str = "", *, single_view: str = "exclude",
+    architecture: str = "baseline", weights: str = "none", label_scheme: str = "four_class",
+    epochs: int, fine_tune_epochs: int, fine_tune_learning_rate: float = 1e-4,
+    batch_size: int = 16, verbose: int = 2,
+) -> dict[str, TrainResult]:
+    """The two-view (``breast``) model of the run, on CC and MLO canvases of side ``size``.
+
+    Builds the run's ``breast`` folder when it is missing (:func:`ensure_processed`, a
+    breast with one view handled by ``single_view``: ``exclude`` or ``duplicate``). With
+    ``source``, the run's model ``models/<run>/<source>`` (a patch model, or a
+    whole-breast model of :func:`train_whole_image_models`) starts the shared trunk and
+    fixes the architecture, label scheme and class order, which the model card's
+    lineage records; training then runs as for a whole-breast model started from a
+    patch model. Without ``source``, ``architecture`` starts from ``weights`` with
+    ``label_scheme``'s classes on the same budget. Returns the result by model folder
+    name (:func:`two_view_name`).
+    """
+    breast_dir = ensure_processed(settings, "breast", size, single_view=single_view).out_dir
+    budget = {"epochs": epochs, "fine_tune_epochs": fine_tune_epochs,
+              "fine_tune_learning_rate": fine_tune_learning_rate, "batch_size": batch_size}
+    if source:
+        source_dir, common = _started_settings(settings, source, **budget)
+        config = _started_from(source_dir, common)
+    else:
+        config = _without_source(weights, {"architecture": architecture,
+                                           "label_scheme": label_scheme,
+                                           "seed": settings.seed, **budget})
+    name = two_view_name(config.architecture, source)
+    return {name: train_model(settings, breast_dir, config, name=name, verbose=verbose)}
 
 
 def evaluation_folder(model_dir: str | Path, data_dir: str | Path) -> Path:

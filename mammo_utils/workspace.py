@@ -70,3 +70,17 @@ class Workspace:
     @property
     def metrics_dir(self) -> Path:
         return self.reports_dir / "metrics"
+
+
+def whole_image_names(architecture: str, source: str) -> tuple[str, str]:
+    """Model folder names of a whole-breast model trained without a patch model
+    (``<architecture>-image``) and of the same one started from the run's patch model
+    ``source`` (``<architecture>-image-from-<source>``)."""
+    return f"{architecture}-image", f"{architecture}-image-from-{source}"
+
+
+def two_view_name(architecture: str, source: str = "") -> str:
+    """Model folder name of a two-view (``breast``) model: ``<architecture>-two-view``,
+    or ``<architecture>-two-view-from-<source>`` when it starts from the run's model
+    ``source`` (a patch model or a whole-breast one)."""
+    return f"{architecture}-two-view" + (f"-from-{source}" if source else "")

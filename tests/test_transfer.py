@@ -299,23 +299,60 @@ def test_gpu_params_file_validates_dry():
                            fine_tune_learning_rate=stage["whole_image_fine_tune_learning_rate"],
                            batch_size=stage["whole_image_batch_size"])
     assert [s["name"] for s in whole.stages()] == ["head", "finetune"]
+    # Stage 3 starts the two-view model from stage 2's patch-initialised model.
+    assert stage["two_view_size"] == 1152
+    assert stage["two_view_from"] == workflow.whole_image_names(patch.architecture,
+                                                                stage["whole_image_from"])[1]
+    assert stage["two_view_single_view"] in ("exclude", "duplicate")
+    two_view = TrainingConfig(architecture=patch.architecture, init_from="models/y",
+                              epochs=stage["two_view_epochs"], fine_tune_fraction=1.0,
+                              fine_tune_epochs=stage["two_view_fine_tune_epochs"],
+                              fine_tune_learning_rate=stage["two_view_fine_tune_learning_rate"],
+                              batch_size=stage["two_view_batch_size"])
+    assert [s["name"] for s in two_view.stages()] == ["head", "finetune"]
     text = GPU_PARAMS.read_text()
     for figure in ("0.88", "0.91", "0.834", "0.866", "official", "85:15"):
         assert figure in text, figure
-    assert "PENDING" in text and "task: breast" in text  # the two-view stage, marked
+    assert "PENDING" not in text
 
 
 def test_a_whole_image_stage_without_its_patch_model_is_refused(tmp_path):
     params = load_params(GPU_PARAMS)
     params["notebooks"]["04_transfer_learning"]["whole_image_from"] = "vgg16"
     plan, _ = _plan(params)
+    # The whole-image model is not trained either, so stage 3 loses its source too.
     assert wiring_problems(NOTEBOOKS, plan) == [
         "04_transfer_learning: whole_image_from 'vgg16' is not a patch model this run "
-        "trains (it trains baseline, resnet50)"]
+        "trains (it trains baseline, resnet50)",
+        "04_transfer_learning: two_view_from 'resnet50-image-from-resnet50' is not a model "
+        "this run trains (it trains baseline, resnet50)"]
     with pytest.raises(ReportError, match="whole_image_from 'vgg16'"):
         run_report(params, "unwired", project_dir=tmp_path, notebooks_dir=REPO / "notebooks",
                    progress=False)
     assert not (tmp_path / "reports" / "unwired" / "01_ingest.ipynb").exists()
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"two_view_from": "resnet50-image-from-vgg16"},
+     "two_view_from 'resnet50-image-from-vgg16' is not a model this run trains (it trains "
+     "baseline, resnet50, resnet50-image, resnet50-image-from-resnet50)"),
+    # Without the whole-image stage its model is not trained, so stage 3 has no source.
+    ({"whole_image_size": 0},
+     "two_view_from 'resnet50-image-from-resnet50' is not a model this run trains (it "
+     "trains baseline, resnet50)"),
+])
+def test_a_two_view_stage_without_its_source_model_is_refused(changes, problem):
+    params = load_params(GPU_PARAMS)
+    params["notebooks"]["04_transfer_learning"] |= changes
+    plan, _ = _plan(params)
+    assert wiring_problems(NOTEBOOKS, plan) == [f"04_transfer_learning: {problem}"]
+
+
+def test_a_two_view_stage_from_scratch_or_switched_off_needs_no_source():
+    for changes in ({"two_view_from": ""}, {"two_view_size": 0, "two_view_from": "vgg16"}):
+        params = load_params(GPU_PARAMS)
+        params["notebooks"]["04_transfer_learning"] |= changes
+        assert wiring_problems(NOTEBOOKS, _plan(params)[0]) == []
 
 
 def test_default_report_compares_patch_initialised_and_scratch_whole_image_models():
@@ -347,3 +384,47 @@ def test_whole_image_models_share_budget_and_classes_with_their_control(tmp_path
         s["epochs"] for s in started.stages()) == 5
     assert [s["name"] for s in started.stages()] == ["head", "finetune"]
     assert started.fine_tune_fraction == 1.0 and started.fine_tune_learning_rate == 1e-4
+
+
+@pytest.mark.slow
+def test_two_view_stage_builds_its_breast_folder_and_starts_from_the_runs_model(
+        toy_breast_index, tiny_roi_data, tmp_path):
+    """Notebook 04's two-view section on the toy breasts: the breast folder built from
+    the run's index, the shared trunk started from the run's patch model."""
+    settings = DataSettings(project_dir=tmp_path, run_name="run", dataset="toy")
+    settings.workspace.interim_dir.mkdir(parents=True)
+    (settings.workspace.interim_dir / "index.csv").write_bytes(toy_breast_index.read_bytes())
+    workflow.train_model(settings, tiny_roi_data, TrainingConfig(epochs=1, batch_size=8),
+                         verbose=0)
+    results = workflow.train_two_view_model(
+        settings, 32, "baseline", single_view="duplicate", epochs=1, fine_tune_epochs=1,
+        batch_size=4, verbose=0)
+    assert list(results) == ["baseline-two-view-from-baseline"]
+    card = results["baseline-two-view-from-baseline"].card
+    breast_dir = settings.workspace.processed_dir("breast", 32)
+    assert card.task == "breast" and card.preprocessing["single_view"] == "duplicate"
+    assert card.lineage["source_model"] == "baseline"
+    assert card.lineage["source_dir"] == str(settings.workspace.model_dir("baseline"))
+    assert card.lineage["source_card_sha256"] == sha256_file(
+        settings.workspace.model_dir("baseline") / CARD_FILE)
+    assert [s["name"] for s in card.training["stages"]] == ["head", "finetune"]
+    # Notebook 05 scores it on its breast folder, not on the run's patches.
+    assert evaluation_folder(settings.workspace.model_dir(card.model_name),
+                             tiny_roi_data) == breast_dir
+
+
+def test_a_two_view_model_without_source_starts_from_the_given_weights(tmp_path, monkeypatch):
+    settings = DataSettings(project_dir=tmp_path, run_name="run", seed=3)
+    built, trained = [], {}
+    monkeypatch.setattr(workflow, "ensure_processed", lambda settings, task, size, **config: (
+        built.append((task, size, config)) or type("Done", (), {"out_dir": tmp_path / "b"})))
+    monkeypatch.setattr(workflow, "train_model",
+                        lambda settings, data, config, *, name, verbose: trained.setdefault(
+                            name, (data, config)))
+    workflow.train_two_view_model(settings, 64, architecture="mobilenetv2", weights="imagenet",
+                                  label_scheme="three_class", epochs=2, fine_tune_epochs=1)
+    assert built == [("breast", 64, {"single_view": "exclude"})]
+    data, config = trained["mobilenetv2-two-view"]
+    assert data == tmp_path / "b" and config.init_from is None
+    assert (config.weights, config.label_scheme, config.seed) == ("imagenet", "three_class", 3)
+    assert [s["name"] for s in config.stages()] == ["head", "finetune"]

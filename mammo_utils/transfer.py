@@ -21,9 +21,8 @@ from pathlib import Path
 
 import keras
 
-from mammo_utils import models
 from mammo_utils.files import sha256_file
-from mammo_utils.model_card import CARD_FILE, ModelCard, load_model_dir
+from mammo_utils.model_card import CARD_FILE, load_model_dir
 
 #: Layers of the classification head, by name: learned anew, never copied.
 HEAD_LAYERS: frozenset[str] = frozenset({"global_pool", "dense", "head_dropout", "predictions"})
@@ -97,12 +96,13 @@ def copy_trunk_weights(source: keras.Model, target: keras.Model) -> list[str]:
 
 def stem_steps_of(source_dir: str | Path) -> int | None:
     """The stem a baseline started from ``source_dir`` keeps: as many halvings as the
-    source's stem made at its own input size (its blocks learned features at that scale,
-    whatever size the new model takes), from its card alone; ``None`` for a backbone."""
-    card = ModelCard.load(source_dir)
+    source model's stem makes (its blocks learned features at that scale, whatever size
+    the new model takes), counted in the saved model, which may itself have kept the stem
+    of the model it started from; ``None`` for a backbone."""
+    source, card = load_model_dir(source_dir)
     if card.architecture != "baseline":
         return None
-    return models.baseline_stem_steps(card.image_size)
+    return sum(layer.name.startswith("stem_conv") for layer in _leaf_layers(source))
 
 
 def initialise_from(model: keras.Model, source_dir: str | Path, *, architecture: str,

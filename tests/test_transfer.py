@@ -113,6 +113,10 @@ def test_a_baseline_started_from_a_patch_model_keeps_its_stem(tmp_path):
     lineage = initialise_from(target, folder, architecture="baseline", classes=FOUR)
     assert "stem_conv1" in lineage["layers_copied"]
     _assert_trunk_equal(source, target, ["stem_conv1", "stem_bn1", "block3_conv2"])
+    # A model started from that one (a two-view model from the whole-image model) keeps
+    # the stem the whole-image model has, not the one its own 512-pixel input suggests.
+    whole = _save(tmp_path / "whole", target, architecture="baseline", size=512, task="image")
+    assert stem_steps_of(whole) == 1
 
 
 def test_backbone_trunk_copies_at_another_input_size():

@@ -27,7 +27,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -37,7 +36,7 @@ from mammo_utils.files import atomic_write_text, sha256_file
 from mammo_utils.inference import Classifier, load_source, scan_patches
 from mammo_utils.inference.exported import SIDECAR_FORMAT, OnnxModel, sidecar_path
 from mammo_utils.model_card import ModelCard, load_model_dir
-from mammo_utils.versions import library_versions
+from mammo_utils.versions import installed_versions, library_versions
 
 #: Export formats and the file name ending of each (a SavedModel is a folder).
 FORMATS: dict[str, str] = {"onnx": ".onnx", "litert": ".tflite", "savedmodel": ""}
@@ -274,16 +273,6 @@ def export_model(
     return result
 
 
-def _installed(names: Sequence[str]) -> dict[str, str]:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _batched(forward, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return np.concatenate([np.asarray(forward(inputs[start : start + batch_size]))
                            for start in range(0, len(inputs), batch_size)])
@@ -317,6 +306,6 @@ def _sidecar(card: ModelCard, result: ExportResult) -> dict:
                    "n_inputs": result.n_inputs, "reference": "model.keras under Keras"},
         "source_model": {"sha256": card.model_file.get("sha256"),
                          "seal": card.model_file.get("seal"), "created": card.created},
-        "versions": {**library_versions(), **_installed(EXPORT_DISTRIBUTIONS)},
+        "versions": {**library_versions(), **installed_versions(EXPORT_DISTRIBUTIONS)},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

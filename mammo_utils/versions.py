@@ -26,12 +26,18 @@ TRACKED_DISTRIBUTIONS: tuple[str, ...] = (
 )
 
 
-def library_versions() -> dict[str, str]:
-    """Python, platform and the installed version of each tracked distribution."""
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in TRACKED_DISTRIBUTIONS:
+def installed_versions(names) -> dict[str, str]:
+    """The installed version of each distribution in ``names``; absent ones are left out."""
+    versions = {}
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def library_versions() -> dict[str, str]:
+    """Python, platform and the installed version of each tracked distribution."""
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            **installed_versions(TRACKED_DISTRIBUTIONS)}

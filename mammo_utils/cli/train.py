@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mammo_utils import tracking
 from mammo_utils.classes import LABEL_SCHEMES
+from mammo_utils.cli._ranges import integer
 from mammo_utils.training_config import (
     ARCHITECTURES,
     BALANCE_MODES,
@@ -75,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "mirrored: every GPU (or CPU device) of this machine; multi-worker: "
                         "the machines listed in TF_CONFIG, one process each (default: "
                         f"{defaults.distribute}); --batch-size is per replica")
-    parser.add_argument("--cpu-devices", type=_positive, default=None, metavar="N",
+    parser.add_argument("--cpu-devices", type=integer(1), default=None, metavar="N",
                         help="split the CPU into N logical devices (try 'mirrored' on a "
                         "machine without GPUs)")
 
@@ -83,13 +84,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _class_list(text: str) -> list[str]:
     """``"MALIGNANT, NORMAL"`` -> ``["MALIGNANT", "NORMAL"]`` (checked by TrainingConfig)."""
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
 
 
 def _architecture(args: argparse.Namespace) -> str:

@@ -47,7 +47,7 @@ bench: setup
 # Serves app/demo.ipynb, whose one output is the app (notebook 06 narrates the same app).
 # MODEL=models/<run>/<model> chooses the model shown first (default: the newest).
 demo: setup
-	MAMMO_DEMO_MODEL_DIR=$(MODEL) $(BIN)/voila app/demo.ipynb --no-browser --port=$(DEMO_PORT) \
+	MAMMO_DEMO_MODEL_DIR=$(if $(MODEL),$(abspath $(MODEL))) $(BIN)/voila app/demo.ipynb --no-browser --port=$(DEMO_PORT) \
 		--Voila.ip=127.0.0.1 \
 		--Voila.tornado_settings="{'websocket_max_message_size': 209715200}"
 

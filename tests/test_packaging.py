@@ -118,3 +118,13 @@ def test_bad_input_ends_in_one_error_line_not_a_traceback(tmp_path, capsys):
     assert status == 1
     assert error.startswith("mammo synth: error: ")
     assert "Traceback" not in error
+
+
+def test_make_demo_passes_the_chosen_model_as_an_absolute_path():
+    """Voila runs app/demo.ipynb from app/, so `make demo MODEL=models/<run>/<model>` (the
+    README's form, relative to the project) must reach the app as an absolute path."""
+    dry_run = subprocess.run(
+        ["make", "-n", "demo", "MODEL=models/default/baseline", "STAMP=/dev/null"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"MAMMO_DEMO_MODEL_DIR={ROOT / 'models/default/baseline'} " in dry_run

@@ -160,6 +160,17 @@ class TrackedRun:
         """Whether this run still records."""
         return self.run_id is not None
 
+    def __enter__(self) -> TrackedRun:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        """A block that raises (a crash, Ctrl-C) closes the run as failed, so the store
+        does not keep it RUNNING; the error goes on. A block that ends normally leaves
+        the run open for its owner to finish."""
+        if kind is not None:
+            self.finish(failed=True)
+        return False
+
     @classmethod
     def start(cls, kind: str, experiment: str, *, name: str, project_dir: str | Path = ".",
               tags: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
@@ -419,11 +430,8 @@ def report_run(name: str, project_dir: str | Path, params: Mapping[str, Any],
             params={key: value for key, value in params.items() if key != "name"})
         if run.active:
             os.environ.update({PARENT_VARIABLE: run.run_id, URI_VARIABLE: run.uri})
-        try:
+        with run:
             yield run
-        except BaseException:
-            run.finish(failed=True)
-            raise
         run.finish()
     finally:
         for key, value in saved.items():

@@ -239,148 +239,148 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
     # Only the chief records an MLflow run; the other workers' is a disabled one.
     run = (tracking.start_training_run(out_dir, config, manifest, model_name or out_dir.name)
            if where.chief else tracking.TrackedRun())
+    # A crash or an interrupt closes the run as failed instead of leaving it RUNNING.
+    with run:
+        train_rows, val_rows = manifest.split("train"), manifest.split("val")
+        common = {"label_scheme": config.label_scheme, "classes": classes,
+                  "image_size": image_size, "seed": config.seed}
+        weights_by_class = (
+            pipeline.class_weights(train_rows["label"], config.label_scheme, classes)
+            if config.balance == "class_weight" else None
+        )
+        # Each worker's pipeline yields batches of one replica; a step takes one per replica.
+        per_step = config.batch_size * where.local_replicas
+        steps = pipeline.steps_per_epoch(manifest, "train", per_step, shards=where.workers)
 
-    train_rows, val_rows = manifest.split("train"), manifest.split("val")
-    common = {"label_scheme": config.label_scheme, "classes": classes,
-              "image_size": image_size, "seed": config.seed}
-    weights_by_class = (
-        pipeline.class_weights(train_rows["label"], config.label_scheme, classes)
-        if config.balance == "class_weight" else None
-    )
-    # Each worker's pipeline yields batches of one replica; a step takes one per replica.
-    per_step = config.batch_size * where.local_replicas
-    steps = pipeline.steps_per_epoch(manifest, "train", per_step, shards=where.workers)
+        def train_data(start: int):
+            return distribute.training_data(where, lambda shard: pipeline.make_dataset(
+                manifest, "train", balance=config.balance, training=True,
+                augmentation=(pipeline.Augmentation() if config.augment
+                              else pipeline.Augmentation.none()),
+                batch_size=config.batch_size, class_weight=weights_by_class, shard=shard,
+                start=start, **common,
+            ))
 
-    def train_data(start: int):
-        return distribute.training_data(where, lambda shard: pipeline.make_dataset(
-            manifest, "train", balance=config.balance, training=True,
-            augmentation=(pipeline.Augmentation() if config.augment
-                          else pipeline.Augmentation.none()),
-            batch_size=config.batch_size, class_weight=weights_by_class, shard=shard,
-            start=start, **common,
+        val_data = distribute.evaluation_data(pipeline.make_dataset(
+            manifest, "val", training=False, batch_size=config.batch_size * where.replicas,
+            **common,
         ))
+        val_labels = pipeline.encode_labels(val_rows["label"], config.label_scheme, classes)
 
-    val_data = distribute.evaluation_data(pipeline.make_dataset(
-        manifest, "val", training=False, batch_size=config.batch_size * where.replicas,
-        **common,
-    ))
-    val_labels = pipeline.encode_labels(val_rows["label"], config.label_scheme, classes)
-
-    stages = config.stages()
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(work_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
-        save_weights_only=True,
-    )
-    with strategy.scope():
-        # A breast manifest (CC and MLO per row) trains the two-view model.
-        build = models.build_two_view_model if manifest.two_view else models.build_model
-        model = build(config.architecture, len(classes), image_size,
-                      weights=config.weights, dropout=config.dropout, l2=config.l2,
-                      stem_steps=transfer.stem_steps_of(config.init_from)
-                      if config.init_from else None)
-        lineage = (transfer.initialise_from(model, config.init_from,
-                                            architecture=config.architecture, classes=classes)
-                   if config.init_from else {})
-        if where.distributed:
-            distribute.synchronize_batch_norm(model)
-            distribute.fit_without_symbolic_build(model, strategy)
-        if resume is not None:
-            _restore(model, stages[resume.stage], config, len(classes), backup, resume,
-                     checkpoint)
-    epochs_done = resume.epochs if resume is not None else 0
-    first_stage = 0 if resume is None else resume.stage + int(resume.ended)
-    # Where each stage began; a stage finished before a resume began at 0 (there are at
-    # most two stages, and only the first can have finished then).
-    starts = [0] * len(stages)
-    for index in range(first_stage, len(stages)):
-        resuming = resume if resume is not None and index == resume.stage else None
-        if resuming is None:
-            with strategy.scope():
-                _prepare(model, stages[index], config, len(classes))
-            stage_start = epochs_done
-        else:
-            stage_start = resuming.stage_start
-        # A stage that early stopping ended runs no more epochs when resumed.
-        starts[index] = stage_start
-        end = (epochs_done if resuming and resuming.stopped
-               else stage_start + stages[index]["epochs"])
-        stage_callbacks = _callbacks(work_dir, config, checkpoint, run, callbacks)
-        watched = {"early_stopping": stage_callbacks[0], "reduce_lr": stage_callbacks[1],
-                   "checkpoint": checkpoint}
-        backup_callback = BackupCallback(backup, index, stage_start, watched, restore=resuming)
-        # The stream restarts with each stage; a resumed one skips what was drawn.
-        drawn = (epochs_done - stage_start) * steps * per_step
+        stages = config.stages()
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            str(work_dir / _CHECKPOINT_FILE), monitor="val_loss", save_best_only=True,
+            save_weights_only=True,
+        )
         with strategy.scope():
-            model.fit(train_data(drawn), validation_data=val_data, steps_per_epoch=steps,
-                      epochs=end, initial_epoch=epochs_done, shuffle=False, verbose=verbose,
-                      callbacks=[*stage_callbacks, backup_callback])
-        epochs_done = backup_callback.position.epochs
-    for index, stage in enumerate(stages):
-        stage["epochs_run"] = (starts[index + 1] if index + 1 < len(stages)
-                               else epochs_done) - starts[index]
-    with warnings.catch_warnings():
-        # The checkpoint may hold the other stage's optimizer state; only layers matter here.
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(str(work_dir / _CHECKPOINT_FILE))
-    (work_dir / _CHECKPOINT_FILE).unlink()
+            # A breast manifest (CC and MLO per row) trains the two-view model.
+            build = models.build_two_view_model if manifest.two_view else models.build_model
+            model = build(config.architecture, len(classes), image_size,
+                          weights=config.weights, dropout=config.dropout, l2=config.l2,
+                          stem_steps=transfer.stem_steps_of(config.init_from)
+                          if config.init_from else config.stem_steps)
+            lineage = (transfer.initialise_from(model, config.init_from,
+                                                architecture=config.architecture, classes=classes)
+                       if config.init_from else {})
+            if where.distributed:
+                distribute.synchronize_batch_norm(model)
+                distribute.fit_without_symbolic_build(model, strategy)
+            if resume is not None:
+                _restore(model, stages[resume.stage], config, len(classes), backup, resume,
+                         checkpoint)
+        epochs_done = resume.epochs if resume is not None else 0
+        first_stage = 0 if resume is None else resume.stage + int(resume.ended)
+        # Where each stage began; a stage finished before a resume began at 0 (there are at
+        # most two stages, and only the first can have finished then).
+        starts = [0] * len(stages)
+        for index in range(first_stage, len(stages)):
+            resuming = resume if resume is not None and index == resume.stage else None
+            if resuming is None:
+                with strategy.scope():
+                    _prepare(model, stages[index], config, len(classes))
+                stage_start = epochs_done
+            else:
+                stage_start = resuming.stage_start
+            # A stage that early stopping ended runs no more epochs when resumed.
+            starts[index] = stage_start
+            end = (epochs_done if resuming and resuming.stopped
+                   else stage_start + stages[index]["epochs"])
+            stage_callbacks = _callbacks(work_dir, config, checkpoint, run, callbacks)
+            watched = {"early_stopping": stage_callbacks[0], "reduce_lr": stage_callbacks[1],
+                       "checkpoint": checkpoint}
+            backup_callback = BackupCallback(backup, index, stage_start, watched, restore=resuming)
+            # The stream restarts with each stage; a resumed one skips what was drawn.
+            drawn = (epochs_done - stage_start) * steps * per_step
+            with strategy.scope():
+                model.fit(train_data(drawn), validation_data=val_data, steps_per_epoch=steps,
+                          epochs=end, initial_epoch=epochs_done, shuffle=False, verbose=verbose,
+                          callbacks=[*stage_callbacks, backup_callback])
+            epochs_done = backup_callback.position.epochs
+        for index, stage in enumerate(stages):
+            stage["epochs_run"] = (starts[index + 1] if index + 1 < len(stages)
+                                   else epochs_done) - starts[index]
+        with warnings.catch_warnings():
+            # The checkpoint may hold the other stage's optimizer state; only layers matter here.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(work_dir / _CHECKPOINT_FILE))
+        (work_dir / _CHECKPOINT_FILE).unlink()
 
-    history = pd.read_csv(work_dir / HISTORY_FILE)
-    best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"]) + 1
-    # Every worker evaluates (its replicas take part in each step); only the chief writes.
-    with strategy.scope():
-        validation_metrics = _validation_metrics(model, val_data, val_labels, classes)
-    if where.chief:
-        _save_portable(model, out_dir / MODEL_FILE)
-    card = ModelCard(
-        model_name=model_name or out_dir.name,
-        architecture=config.architecture,
-        classes=list(classes),
-        label_scheme=config.label_scheme,
-        task=str(manifest.config.get("task", "roi")),
-        image_size=image_size,
-        working_size=manifest.config.get("working_size"),
-        preprocessing=manifest.config,
-        data={
-            "manifest": str(manifest.source),
-            "manifest_sha256": manifest_sha256,
-            "split_sha256": split_sha256(manifest.frame),
-            "counts": {
-                split: {str(k): int(v) for k, v in rows["label"].value_counts().items()}
-                for split, rows in manifest.frame.groupby("split")
+        history = pd.read_csv(work_dir / HISTORY_FILE)
+        best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"]) + 1
+        # Every worker evaluates (its replicas take part in each step); only the chief writes.
+        with strategy.scope():
+            validation_metrics = _validation_metrics(model, val_data, val_labels, classes)
+        if where.chief:
+            _save_portable(model, out_dir / MODEL_FILE)
+        card = ModelCard(
+            model_name=model_name or out_dir.name,
+            architecture=config.architecture,
+            classes=list(classes),
+            label_scheme=config.label_scheme,
+            task=str(manifest.config.get("task", "roi")),
+            image_size=image_size,
+            working_size=manifest.config.get("working_size"),
+            preprocessing=manifest.config,
+            data={
+                "manifest": str(manifest.source),
+                "manifest_sha256": manifest_sha256,
+                "split_sha256": split_sha256(manifest.frame),
+                "counts": {
+                    split: {str(k): int(v) for k, v in rows["label"].value_counts().items()}
+                    for split, rows in manifest.frame.groupby("split")
+                },
             },
-        },
-        training={
-            **config.to_dict(),
-            "stages": stages,
-            "epochs_run": len(history),
-            "class_weight": (
-                {classes[i]: w for i, w in weights_by_class.items()} if weights_by_class else None
-            ),
-            "strategy": type(strategy).__name__,
-            "replicas": where.replicas,
-            "workers": where.workers,
-            "global_batch_size": config.batch_size * where.replicas,
-            "resumed_after_epoch": resume.epochs if resume is not None else None,
-            "repeatable": repeatable,
-            "training_time_s": round(time.perf_counter() - started, 2),
-        },
-        lineage=lineage,
-        best_epoch=best_epoch,
-        validation_metrics=validation_metrics,
-        training_range=training_range(manifest.frame, data_dir),
-        parameter_count=models.parameter_count(model),
-        seed=config.seed,
-    )
-    if where.chief:
-        card.save(out_dir)
-        backup.remove()
-        tracking.finish_training_run(run, model, card,
-                                     [out_dir / CARD_FILE, out_dir / HISTORY_FILE])
-        logger.info("wrote %s, %s and %s to %s", MODEL_FILE, CARD_FILE, HISTORY_FILE, out_dir)
-    else:
-        where.clean_up(out_dir)
-    return TrainResult(model_dir=out_dir, model=model, card=card, history=history,
-                       chief=where.chief)
+            training={
+                **config.to_dict(),
+                "stages": stages,
+                "epochs_run": len(history),
+                "class_weight": ({classes[i]: w for i, w in weights_by_class.items()}
+                                 if weights_by_class else None),
+                "strategy": type(strategy).__name__,
+                "replicas": where.replicas,
+                "workers": where.workers,
+                "global_batch_size": config.batch_size * where.replicas,
+                "resumed_after_epoch": resume.epochs if resume is not None else None,
+                "repeatable": repeatable,
+                "training_time_s": round(time.perf_counter() - started, 2),
+            },
+            lineage=lineage,
+            best_epoch=best_epoch,
+            validation_metrics=validation_metrics,
+            training_range=training_range(manifest.frame, data_dir),
+            parameter_count=models.parameter_count(model),
+            seed=config.seed,
+        )
+        if where.chief:
+            card.save(out_dir)
+            backup.remove()
+            tracking.finish_training_run(run, model, card,
+                                         [out_dir / CARD_FILE, out_dir / HISTORY_FILE])
+            logger.info("wrote %s, %s and %s to %s", MODEL_FILE, CARD_FILE, HISTORY_FILE, out_dir)
+        else:
+            where.clean_up(out_dir)
+        return TrainResult(model_dir=out_dir, model=model, card=card, history=history,
+                           chief=where.chief)
 
 
 def _restore(model: keras.Model, stage: dict, config: TrainingConfig, num_classes: int,

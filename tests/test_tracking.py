@@ -139,6 +139,24 @@ def test_evaluation_records_every_computed_level(tracked_training, tiny_roi_data
     assert "baseline/metrics.json" in names
 
 
+def test_a_training_that_crashes_closes_its_run_as_failed(tiny_roi_data, tmp_path):
+    """A crash mid-training leaves a FAILED run in the store, not one RUNNING forever."""
+    import keras
+
+    from mammo_utils.train import train
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(tiny_roi_data, tmp_path / "models" / "crashing" / "baseline", TINY, verbose=0,
+              callbacks=[Crash()])
+    run = _only_run(tracking.experiment_of(tmp_path / "models" / "crashing" / "baseline"),
+                    "training")
+    assert run.info.status == "FAILED"
+
+
 def test_unreachable_store_warns_once_and_training_still_writes(tiny_roi_data, tmp_path,
                                                                 monkeypatch):
     from mammo_utils.model_card import CARD_FILE, MODEL_FILE

@@ -61,6 +61,12 @@ class TrainingConfig:
     the frozen trunk for ``epochs``, then the top ``fine_tune_fraction`` of the trunk
     (``1.0``: all of it) for ``fine_tune_epochs`` at ``fine_tune_learning_rate``.
     :meth:`stages` lists the stages a configuration trains in.
+
+    ``stem_steps`` (baseline only) is how many strided convolutions halve the input
+    before the baseline's blocks; ``None`` sizes the stem to the input
+    (:func:`mammo_utils.models.baseline_stem_steps`). Set it to compare a baseline started
+    from a patch model with the same network from scratch: a started baseline keeps its
+    source's stem (so ``init_from`` and ``stem_steps`` do not go together).
     """
 
     architecture: str = "baseline"
@@ -83,6 +89,7 @@ class TrainingConfig:
     deterministic: bool = True
     distribute: str = "auto"
     init_from: str | None = None
+    stem_steps: int | None = None
 
     def __post_init__(self) -> None:
         self._choice("architecture", ARCHITECTURES)
@@ -112,6 +119,14 @@ class TrainingConfig:
                     f"init_from {self.init_from!r} gives the trunk its weights: weights must "
                     f"be 'none', got {self.weights!r}"
                 )
+        if self.stem_steps is not None:
+            self._integer("stem_steps", 0)
+            if self.architecture != "baseline":
+                raise ValueError(f"stem_steps is a setting of the baseline CNN, not of "
+                                 f"{self.architecture!r}")
+            if self.init_from is not None:
+                raise ValueError(f"stem_steps: a model started from {self.init_from!r} keeps "
+                                 f"that model's stem; leave stem_steps unset")
         if self.class_order is not None:
             try:
                 order = check_class_order(self.class_order, self.label_scheme)

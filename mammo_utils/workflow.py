@@ -220,13 +220,18 @@ def _started_from(source_dir: Path, common: dict) -> TrainingConfig:
     return TrainingConfig(init_from=str(source_dir), fine_tune_fraction=1.0, **common)
 
 
-def _without_source(weights: str, common: dict) -> TrainingConfig:
+def _without_source(weights: str, common: dict, like: Path | None = None) -> TrainingConfig:
     """The configuration of the same model without a source model of the run: from
-    ``weights`` (a baseline has none to take), in the usual stages."""
+    ``weights`` (a baseline has none to take), in the usual stages. With ``like`` (the
+    source model a twin is started from), a baseline gets that model's stem, so the two
+    differ in their starting weights alone."""
+    from mammo_utils import transfer
     from mammo_utils.training_config import TrainingConfig
 
-    return TrainingConfig(
-        weights=weights if common["architecture"] != "baseline" else "none", **common)
+    if common["architecture"] != "baseline":
+        return TrainingConfig(weights=weights, **common)
+    stem_steps = None if like is None else transfer.stem_steps_of(like)
+    return TrainingConfig(weights="none", stem_steps=stem_steps, **common)
 
 
 def train_whole_image_models(
@@ -241,13 +246,15 @@ def train_whole_image_models(
     patch model's trunk (new layers on the frozen trunk for ``epochs``, then the whole
     trunk for ``fine_tune_epochs`` at ``fine_tune_learning_rate``), and without it (with
     ``weights``: from scratch in one stage, or a pretrained backbone in the usual two
-    stages). Same label scheme, class order, batch size and seed as the patch model.
+    stages). Same label scheme, class order, batch size and seed as the patch model, and
+    for the baseline the same stem (the control differs in its starting weights alone).
     Returns the two results by model folder name (:func:`whole_image_names`).
     """
     source_dir, common = _started_settings(
         settings, source, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         fine_tune_learning_rate=fine_tune_learning_rate, batch_size=batch_size)
-    configs = (_without_source(weights, common), _started_from(source_dir, common))
+    configs = (_without_source(weights, common, like=source_dir),
+               _started_from(source_dir, common))
     names = whole_image_names(common["architecture"], source)
     return {name: train_model(settings, image_dir, config, name=name, verbose=verbose)
             for name, config in zip(names, configs, strict=True)}

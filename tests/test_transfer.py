@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from fixtures_training import write_known_answer_dataset
 
-from mammo_utils import models, workflow
+from mammo_utils import models, transfer, workflow
 from mammo_utils.classes import scheme_classes
 from mammo_utils.cli import build_parser
 from mammo_utils.cli.train import training_config
@@ -208,7 +208,7 @@ def test_config_takes_init_from_and_lists_its_stages(tmp_path):
     older = ModelCard(model_name="m", architecture="baseline", classes=list(FOUR),
                       label_scheme="four_class", task="roi", image_size=32,
                       training={k: v for k, v in TrainingConfig().to_dict().items()
-                                if k != "init_from"})
+                                if k not in ("init_from", "stem_steps")})
     assert older.training_config() == TrainingConfig()  # a card from before init_from
 
 
@@ -223,6 +223,29 @@ def test_cli_takes_the_architecture_from_the_init_from_card(tmp_path):
     assert config.architecture == "mobilenetv2" and config.init_from == str(folder)
     plain = training_config(build_parser().parse_args(["train", "--data", "d", "--out", "o"]))
     assert plain.architecture == "baseline" and plain.init_from is None
+
+
+def test_stem_steps_is_a_baseline_setting_apart_from_init_from():
+    """The control of a started baseline takes the source's stem by ``stem_steps``."""
+    assert TrainingConfig(stem_steps=0).stem_steps == 0
+    assert TrainingConfig().stem_steps is None  # sized to the input
+    with pytest.raises(ValueError, match="stem_steps is a setting of the baseline CNN"):
+        TrainingConfig(architecture="mobilenetv2", stem_steps=1)
+    with pytest.raises(ValueError, match="keeps that model's stem"):
+        TrainingConfig(init_from="patch", stem_steps=1)
+    with pytest.raises(ValueError, match="stem_steps must be an integer >= 0"):
+        TrainingConfig(stem_steps=-1)
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--stem-steps", "2"])
+    assert training_config(args).stem_steps == 2
+
+
+def test_training_builds_the_stem_the_config_names(tiny_roi_data, tmp_path):
+    """32-pixel patches get no stem by default; ``stem_steps=2`` builds two halvings,
+    and the card's training settings give the same configuration back."""
+    config = TrainingConfig(epochs=1, batch_size=8, stem_steps=2)
+    result = train(tiny_roi_data, tmp_path / "stemmed", config, verbose=0)
+    assert stem_steps_of(result.model_dir) == 2
+    assert result.card.training_config().stem_steps == 2
 
 
 @pytest.fixture(scope="module")
@@ -374,6 +397,8 @@ def test_whole_image_models_share_budget_and_classes_with_their_control(tmp_path
     ModelCard(model_name="baseline", architecture="baseline", classes=list(order),
               label_scheme="four_class", task="roi", image_size=32).save(source)
     trained = {}
+    # The patch model's stem (read from its saved model) is given to the control too.
+    monkeypatch.setattr(transfer, "stem_steps_of", lambda source_dir: 3)
     monkeypatch.setattr(workflow, "train_model",
                         lambda settings, data, config, *, name, verbose: trained.setdefault(
                             name, (data, config)))
@@ -383,6 +408,7 @@ def test_whole_image_models_share_budget_and_classes_with_their_control(tmp_path
                                                                                   "baseline"))
     assert list(trained) == ["baseline-image", "baseline-image-from-baseline"]
     assert started.init_from == str(source) and control.init_from is None
+    assert control.stem_steps == 3 and started.stem_steps is None
     assert control.class_order == started.class_order == order
     assert sum(s["epochs"] for s in control.stages()) == sum(
         s["epochs"] for s in started.stages()) == 5

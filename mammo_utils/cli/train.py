@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "the new layers for --epochs on the frozen trunk, then the top "
                         "--fine-tune-fraction of the trunk for --fine-tune-epochs; the card "
                         "records the lineage")
+    parser.add_argument("--stem-steps", type=integer(0), default=None, metavar="N",
+                        help="baseline: strided convolutions halving the input before its "
+                        "blocks (default: sized to the input, 224 px -> 2; an --init-from "
+                        "model keeps its source's)")
     parser.add_argument("--weights", default=defaults.weights,
                         help="backbone weights: none, imagenet, or a weights file path "
                         "(a Keras *_notop.h5 or a .weights.h5 from save_backbone_weights)")
@@ -110,7 +114,7 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         fine_tune_fraction=args.fine_tune_fraction, balance=args.balance,
         augment=args.augment, patience=args.patience, dropout=args.dropout, l2=args.l2,
         tensorboard=args.tensorboard, deterministic=args.deterministic,
-        distribute=args.distribute,
+        distribute=args.distribute, stem_steps=args.stem_steps,
     )
 
 

@@ -44,7 +44,8 @@ HISTORY_FILE = "history.csv"
 MAX_IMAGE_SIZE = 2048
 #: Training settings added after cards were first written, with the value their absence
 #: means, so :meth:`ModelCard.training_config` still reads an older card.
-_LATER_SETTINGS: dict[str, object] = {"init_from": None, "stem_steps": None}
+_LATER_SETTINGS: dict[str, object] = {
+    "init_from": None, "stem_steps": None, "top_blocks": None}
 #: What a card's ``lineage`` records when the model started from another model.
 LINEAGE_KEYS: tuple[str, ...] = (
     "source_model", "source_dir", "source_card_sha256", "source_task",

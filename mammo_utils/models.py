@@ -5,7 +5,10 @@ ends in a softmax over the label scheme's classes. Each is a *trunk* (convolutio
 the last feature map, :func:`build_trunk`), a global pooling and a *head*. A two-view
 (``breast``) model (:func:`build_two_view_model`) takes ``cc`` and ``mlo`` through one
 shared trunk, nested as a model named :data:`TRUNK_LAYER` whose layer names are the
-single-view trunk's, so trunk weights copy from one to the other by layer name. For
+single-view trunk's, so trunk weights copy from one to the other by layer name. A
+whole-breast model adds *top blocks* between trunk and pooling (:func:`top_blocks_for`,
+after Shen et al. 2019): new convolutions that see the trunk's lesion features over a
+wider field than a patch, which the head stage trains with the trunk frozen. For
 backbones, the grayscale-to-RGB step and the backbone's own ``preprocess_input`` live
 inside the model (in the trunk) as plain Keras layers
 (``Concatenate`` and ``Normalization`` holding the backbone's constants), so a saved
@@ -180,6 +183,43 @@ def _baseline_trunk(x, dropout: float, l2: float, stem_steps: int | None = None)
     return x
 
 
+#: Top blocks a whole-breast model (``image`` and ``breast`` tasks) adds on its trunk by
+#: default; a patch (``roi``) model has none. Shen et al. (2019) put two such blocks on
+#: their patch classifiers' trunks to make whole-image classifiers.
+WHOLE_BREAST_TOP_BLOCKS = 2
+#: Filters of each top block: the baseline's last width; 256 on a backbone's wider map.
+_TOP_FILTERS = {"baseline": _BASELINE_FILTERS[-1]}
+_BACKBONE_TOP_FILTERS = 256
+#: Name of the nested top blocks of a two-view model (shared by both views, as the trunk).
+TOP_LAYER = "top"
+
+
+def top_blocks_for(task: str) -> int:
+    """The default number of top blocks for a model of ``task``: none for patches, whose
+    trunk already spans a lesion; :data:`WHOLE_BREAST_TOP_BLOCKS` for whole breasts."""
+    return 0 if task == "roi" else WHOLE_BREAST_TOP_BLOCKS
+
+
+def _top(x, architecture: str, blocks: int, dropout: float, l2: float):
+    """``blocks`` convolution blocks after the trunk (layers ``top{i}_*``): each two 3x3
+    convolutions with batch normalization, then max pooling that halves the map (``same``
+    padding, so a small map never vanishes). They are new in every model that has them
+    unless its source had them too; :func:`set_backbone_trainable` never freezes them."""
+    filters = _TOP_FILTERS.get(architecture, _BACKBONE_TOP_FILTERS)
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    for index in range(1, blocks + 1):
+        for repeat in (1, 2):
+            x = keras.layers.Conv2D(
+                filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer,
+                name=f"top{index}_conv{repeat}",
+            )(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"top{index}_bn{repeat}")(x)
+            x = keras.layers.ReLU(name=f"top{index}_relu{repeat}")(x)
+        x = keras.layers.MaxPooling2D(padding="same", name=f"top{index}_pool")(x)
+        x = keras.layers.Dropout(dropout / 2, name=f"top{index}_dropout")(x)
+    return x
+
+
 def _baseline_head(features, num_classes: int, dropout: float, l2: float):
     """Pooled features -> class probabilities (dense layer, dropout, softmax)."""
     x = keras.layers.Dense(
@@ -303,6 +343,7 @@ def build_model(
     dropout: float = 0.3,
     l2: float = 1e-4,
     stem_steps: int | None = None,
+    top_blocks: int = 0,
 ) -> keras.Model:
     """A classifier taking ``[batch, image_size, image_size, 1]`` in [0, 1].
 
@@ -310,11 +351,13 @@ def build_model(
     download; fails fast offline) or the path of a backbone weights file (a Keras
     ``*_notop.h5`` or a ``.weights.h5`` from :func:`save_backbone_weights`).
     ``stem_steps`` (baseline only) overrides :func:`baseline_stem_steps`. The trunk's
-    layers (:func:`build_trunk`) sit inline, then ``global_pool`` and the head.
+    layers (:func:`build_trunk`) sit inline, then ``top_blocks`` top blocks
+    (:func:`top_blocks_for`), ``global_pool`` and the head.
     """
     _check_model_arguments(architecture, num_classes, weights)
     inputs = keras.Input((image_size, image_size, 1), name="image")
     features = _trunk(inputs, architecture, image_size, weights, dropout, l2, stem_steps)
+    features = _top(features, architecture, top_blocks, dropout, l2)
     pooled = _global_pool(architecture)(features)
     outputs = _head(pooled, architecture, num_classes, dropout, l2)
     return keras.Model(inputs, outputs, name=architecture)
@@ -352,6 +395,7 @@ def build_two_view_model(
     dropout: float = 0.3,
     l2: float = 1e-4,
     stem_steps: int | None = None,
+    top_blocks: int = 0,
 ) -> keras.Model:
     """A breast classifier: inputs ``cc`` and ``mlo`` (each ``[batch, image_size,
     image_size, 1]`` in [0, 1]) through one shared trunk, features joined, one head.
@@ -362,14 +406,22 @@ def build_two_view_model(
     first), not averaged: CC and MLO show the breast from two angles, so the head can
     weigh each view's evidence on its own, and a lesion seen in one view only is not
     halved by a view that misses it. A breast given one view twice (preprocessing's
-    ``single_view: duplicate``) is still a valid input.
+    ``single_view: duplicate``) is still a valid input. ``top_blocks`` top blocks
+    (:func:`top_blocks_for`) follow the trunk in each view, one nested model
+    (:data:`TOP_LAYER`) shared by both as the trunk is.
     """
     _check_model_arguments(architecture, num_classes, weights)
     trunk = build_trunk(architecture, image_size, weights=weights, dropout=dropout, l2=l2,
                         stem_steps=stem_steps)
-    pool = _global_pool(architecture)
     inputs = {view: keras.Input((image_size, image_size, 1), name=view) for view in VIEW_INPUTS}
-    pooled = [pool(trunk(inputs[view])) for view in VIEW_INPUTS]
+    features = {view: trunk(inputs[view]) for view in VIEW_INPUTS}
+    if top_blocks:
+        trunk_output = keras.Input(trunk.output.shape[1:], name="trunk_features")
+        top = keras.Model(trunk_output, _top(trunk_output, architecture, top_blocks,
+                                             dropout, l2), name=TOP_LAYER)
+        features = {view: top(features[view]) for view in VIEW_INPUTS}
+    pool = _global_pool(architecture)
+    pooled = [pool(features[view]) for view in VIEW_INPUTS]
     joined = keras.layers.Concatenate(name="view_features")(pooled)
     outputs = _head(joined, architecture, num_classes, dropout, l2)
     return keras.Model([inputs[view] for view in VIEW_INPUTS], outputs,

@@ -149,6 +149,21 @@ def _save_portable(model: keras.Model, path: Path) -> None:
     model.save(path)
 
 
+def _build(config: TrainingConfig, manifest: pipeline.Manifest,
+           num_classes: int) -> keras.Model:
+    """The untrained model ``config`` describes for ``manifest``: the two-view model for
+    a breast manifest (CC and MLO per row); the source's stem for a baseline started from
+    another model; the task's top blocks unless ``config.top_blocks`` says otherwise."""
+    build = models.build_two_view_model if manifest.two_view else models.build_model
+    stem_steps = (transfer.stem_steps_of(config.init_from) if config.init_from
+                  else config.stem_steps)
+    top_blocks = (models.top_blocks_for(manifest.config.get("task", "roi"))
+                  if config.top_blocks is None else config.top_blocks)
+    return build(config.architecture, num_classes, manifest.image_size,
+                 weights=config.weights, dropout=config.dropout, l2=config.l2,
+                 stem_steps=stem_steps, top_blocks=top_blocks)
+
+
 def _prepare(model: keras.Model, stage: dict, config: TrainingConfig,
              num_classes: int) -> None:
     """Freeze what ``stage`` (one of ``TrainingConfig.stages()``) leaves alone and compile
@@ -273,12 +288,7 @@ def train(data_dir: str | Path, out_dir: str | Path, config: TrainingConfig, *,
             save_weights_only=True,
         )
         with strategy.scope():
-            # A breast manifest (CC and MLO per row) trains the two-view model.
-            build = models.build_two_view_model if manifest.two_view else models.build_model
-            model = build(config.architecture, len(classes), image_size,
-                          weights=config.weights, dropout=config.dropout, l2=config.l2,
-                          stem_steps=transfer.stem_steps_of(config.init_from)
-                          if config.init_from else config.stem_steps)
+            model = _build(config, manifest, len(classes))
             lineage = (transfer.initialise_from(model, config.init_from,
                                                 architecture=config.architecture, classes=classes)
                        if config.init_from else {})

@@ -67,6 +67,11 @@ class TrainingConfig:
     (:func:`mammo_utils.models.baseline_stem_steps`). Set it to compare a baseline started
     from a patch model with the same network from scratch: a started baseline keeps its
     source's stem (so ``init_from`` and ``stem_steps`` do not go together).
+
+    ``top_blocks`` is how many new convolution blocks sit between trunk and pooling
+    (:func:`mammo_utils.models.top_blocks_for`); ``None`` takes the task's default: none
+    for patches, two for whole breasts (``image``, ``breast``), as Shen et al. (2019) put
+    on a patch classifier's trunk to classify whole mammograms.
     """
 
     architecture: str = "baseline"
@@ -90,6 +95,7 @@ class TrainingConfig:
     distribute: str = "auto"
     init_from: str | None = None
     stem_steps: int | None = None
+    top_blocks: int | None = None
 
     def __post_init__(self) -> None:
         self._choice("architecture", ARCHITECTURES)
@@ -127,6 +133,8 @@ class TrainingConfig:
             if self.init_from is not None:
                 raise ValueError(f"stem_steps: a model started from {self.init_from!r} keeps "
                                  f"that model's stem; leave stem_steps unset")
+        if self.top_blocks is not None:
+            self._integer("top_blocks", 0)
         if self.class_order is not None:
             try:
                 order = check_class_order(self.class_order, self.label_scheme)

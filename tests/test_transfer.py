@@ -152,6 +152,42 @@ def test_trunk_copies_into_a_nested_shared_trunk():
                                   source.get_layer("block2_conv1").get_weights()[0])
 
 
+def test_top_blocks_are_new_layers_that_train_while_the_trunk_is_frozen(tmp_path):
+    """A whole-breast baseline from a patch model: the top blocks (Shen et al.'s new
+    layers for whole images) are not copied, and the head stage trains them."""
+    assert models.top_blocks_for("roi") == 0
+    assert models.top_blocks_for("image") == models.top_blocks_for("breast") == 2
+    source = _randomised(models.build_model("baseline", 4, 32), seed=3)
+    folder = _save(tmp_path / "patch", source, architecture="baseline", size=32)
+    target = models.build_model("baseline", 4, 96, stem_steps=0, top_blocks=2)
+    top = {layer.name for layer in target.layers if layer.name.startswith("top")}
+    assert {"top1_conv1", "top1_conv2", "top2_conv2", "top2_pool"} <= top
+    # 96 px -> 12 after the blocks -> 6 -> 3 after the top blocks
+    assert target.get_layer("top2_pool").output.shape[1:3] == (3, 3)
+    top_before = target.get_layer("top1_conv1").get_weights()
+    lineage = initialise_from(target, folder, architecture="baseline", classes=FOUR)
+    assert not any(name.startswith("top") for name in lineage["layers_copied"])
+    np.testing.assert_array_equal(top_before[0], target.get_layer("top1_conv1").get_weights()[0])
+    models.set_backbone_trainable(target, "head")
+    assert not target.get_layer("block3_conv2").trainable
+    assert target.get_layer("top1_conv1").trainable and target.get_layer("top2_bn2").trainable
+    # A two-view model shares one nested top between its views and takes the whole-image
+    # model's top blocks with its trunk.
+    whole = _save(tmp_path / "whole", _randomised(target, seed=4), architecture="baseline",
+                  size=96, task="image")
+    two_view = models.build_two_view_model("baseline", 4, 96, stem_steps=0, top_blocks=2)
+    shared_top = two_view.get_layer(models.TOP_LAYER)
+    lineage = initialise_from(two_view, whole, architecture="baseline", classes=FOUR)
+    assert {"top1_conv1", "top2_conv2", "block1_conv1"} <= set(lineage["layers_copied"])
+    np.testing.assert_array_equal(shared_top.get_layer("top2_conv2").get_weights()[0],
+                                  target.get_layer("top2_conv2").get_weights()[0])
+    assert models.build_model("baseline", 4, 32, top_blocks=2).output.shape[-1] == 4
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--top-blocks", "0"])
+    assert training_config(args).top_blocks == 0 and TrainingConfig().top_blocks is None
+    with pytest.raises(ValueError, match="top_blocks must be an integer >= 0"):
+        TrainingConfig(top_blocks=-1)
+
+
 def test_mismatches_are_refused_naming_both_models():
     baseline = models.build_model("baseline", 4, 32)
     mobilenet = models.build_model("mobilenetv2", 4, 32)
@@ -208,7 +244,7 @@ def test_config_takes_init_from_and_lists_its_stages(tmp_path):
     older = ModelCard(model_name="m", architecture="baseline", classes=list(FOUR),
                       label_scheme="four_class", task="roi", image_size=32,
                       training={k: v for k, v in TrainingConfig().to_dict().items()
-                                if k not in ("init_from", "stem_steps")})
+                                if k not in ("init_from", "stem_steps", "top_blocks")})
     assert older.training_config() == TrainingConfig()  # a card from before init_from
 
 
@@ -296,6 +332,9 @@ def test_roi_to_image_trains_head_then_the_whole_trunk(patch_model, tiny_roi_dat
     trunk = {layer.name: layer for layer in models.trunk_layers(result.model)}
     assert trunk["block1_conv1"].trainable and trunk["block3_conv2"].trainable
     assert not trunk["block1_bn1"].trainable
+    # A whole-breast model gets the task's top blocks (config None: by task), new layers.
+    assert result.model.get_layer("top2_conv2").trainable
+    assert not any(name.startswith("top") for name in card.lineage["layers_copied"])
 
 
 REPO = Path(__file__).resolve().parents[1]

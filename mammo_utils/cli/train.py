@@ -38,6 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="baseline: strided convolutions halving the input before its "
                         "blocks (default: sized to the input, 224 px -> 2; an --init-from "
                         "model keeps its source's)")
+    parser.add_argument("--top-blocks", type=integer(0), default=None, metavar="N",
+                        help="new convolution blocks between trunk and pooling (default: "
+                        "0 for patches, 2 for whole breasts, after Shen et al. 2019)")
     parser.add_argument("--weights", default=defaults.weights,
                         help="backbone weights: none, imagenet, or a weights file path "
                         "(a Keras *_notop.h5 or a .weights.h5 from save_backbone_weights)")
@@ -115,6 +118,7 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         augment=args.augment, patience=args.patience, dropout=args.dropout, l2=args.l2,
         tensorboard=args.tensorboard, deterministic=args.deterministic,
         distribute=args.distribute, stem_steps=args.stem_steps,
+        top_blocks=args.top_blocks,
     )
 
 

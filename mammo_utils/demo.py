@@ -604,19 +604,17 @@ class MammoDemo(widgets.VBox):
         value = change["new"]
         if not value:
             return
-        entries = list(value)
+        files = [(bytes(entry["content"]), str(entry.get("name") or "upload"))
+                 for entry in value]
         self.upload.value = ()  # free the bytes and let the same files be chosen again
-        for entry in entries:
-            name = str(entry.get("name") or "upload")
-            size = len(entry["content"])
-            if size > self.max_upload_bytes:
+        for content, name in files:
+            if len(content) > self.max_upload_bytes:
                 self.show_error(
-                    f"{name} is {size / 1024 / 1024:.1f} MB, above this demo's "
+                    f"{name} is {len(content) / 1024 / 1024:.1f} MB, above this demo's "
                     f"{self.max_upload_mb:g} MB upload limit."
                 )
                 return
-        self.classify_files([(bytes(entry["content"]), str(entry.get("name") or "upload"))
-                             for entry in entries])
+        self.classify_files(files)
 
     def classify(self, source: Any, name: str) -> Prediction | None:
         """Predict ``source`` with the chosen model and show it, or show why not."""

@@ -187,8 +187,7 @@ def _baseline_trunk(x, dropout: float, l2: float, stem_steps: int | None = None)
 #: default; a patch (``roi``) model has none. Shen et al. (2019) put two such blocks on
 #: their patch classifiers' trunks to make whole-image classifiers.
 WHOLE_BREAST_TOP_BLOCKS = 2
-#: Filters of each top block: the baseline's last width; 256 on a backbone's wider map.
-_TOP_FILTERS = {"baseline": _BASELINE_FILTERS[-1]}
+#: Filters of each top block on a backbone's wider map (the baseline's keep its last width).
 _BACKBONE_TOP_FILTERS = 256
 #: Name of the nested top blocks of a two-view model (shared by both views, as the trunk).
 TOP_LAYER = "top"
@@ -205,7 +204,7 @@ def _top(x, architecture: str, blocks: int, dropout: float, l2: float):
     convolutions with batch normalization, then max pooling that halves the map (``same``
     padding, so a small map never vanishes). They are new in every model that has them
     unless its source had them too; :func:`set_backbone_trainable` never freezes them."""
-    filters = _TOP_FILTERS.get(architecture, _BACKBONE_TOP_FILTERS)
+    filters = _BASELINE_FILTERS[-1] if architecture == "baseline" else _BACKBONE_TOP_FILTERS
     regularizer = keras.regularizers.L2(l2) if l2 else None
     for index in range(1, blocks + 1):
         for repeat in (1, 2):
